@@ -1,0 +1,56 @@
+# Two commands for a newcomer: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := $(PY) deploy/local/stack.py
+WITH_STACK_ENV := set -a && . .stack/env && set +a &&
+WEB_PORT ?= 6066
+PYTEST_ARGS ?=
+
+.PHONY: help venv lock stack-up stack-down stack-status migrate run worker test unit clean
+
+help:
+	@echo "make run         start Kafka + PostgreSQL, migrate, run one worker on :$(WEB_PORT)"
+	@echo "make test        start the stack and run the whole test suite"
+	@echo "make worker WEB_PORT=6067   one more worker in the same consumer group"
+	@echo "make stack-up | stack-down | stack-status | migrate | unit | lock | clean"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
+	touch $@
+
+lock: venv
+	{ head -2 requirements.lock; $(PY) -m pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+stack-up: venv
+	$(STACK) up
+
+stack-down:
+	$(STACK) down
+
+stack-status:
+	$(STACK) status
+
+migrate: stack-up
+	$(WITH_STACK_ENV) $(PY) -m app migrate
+
+run: migrate
+	$(WITH_STACK_ENV) exec $(VENV)/bin/faust -A app.main worker --web-host 127.0.0.1 --web-port $(WEB_PORT) -l info
+
+worker: venv
+	$(WITH_STACK_ENV) exec $(VENV)/bin/faust -A app.main worker --web-host 127.0.0.1 --web-port $(WEB_PORT) -l info
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test: stack-up
+	$(WITH_STACK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf data .pytest_cache

@@ -1,0 +1,192 @@
+"""PostgreSQL access: pool, migrations, batch writes and look-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import aiopg
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
+
+from app.enrichment import BatchPlan
+from app.records import SourcePosition, TimestampRecord
+
+log = logging.getLogger(__name__)
+psycopg2.extras.register_uuid()
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_RECORD_COLUMNS = (
+    "id, event_timestamp, created_at, received_at, processed_at, correlation_id, "
+    "source_topic, source_partition, source_offset"
+)
+_INSERT_RECORDS = """
+    INSERT INTO timestamp_records (id, event_timestamp, received_at, processed_at,
+                                   correlation_id, source_topic, source_partition, source_offset)
+    SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
+                         %s::text[], %s::text[], %s::integer[], %s::bigint[])
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, created_at
+"""
+_INSERT_PROCESSED_EVENTS = """
+    INSERT INTO processed_events (topic, partition, "offset", event_id, correlation_id,
+                                  status, error, processed_at)
+    SELECT * FROM unnest(%s::text[], %s::integer[], %s::bigint[], %s::uuid[], %s::text[],
+                         %s::text[], %s::text[], %s::timestamptz[])
+    ON CONFLICT (topic, partition, "offset") DO NOTHING
+"""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: the server went away, timed out or asked us to retry."""
+    return isinstance(
+        exc,
+        (
+            psycopg2.OperationalError,
+            psycopg2.InterfaceError,
+            psycopg2.errors.SerializationFailure,
+            psycopg2.errors.DeadlockDetected,
+            asyncio.TimeoutError,
+            ConnectionError,
+        ),
+    )
+
+
+def apply_migrations(database_url: str) -> list[str]:
+    """Apply pending migrations under yoyo's lock; safe when workers start together."""
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(database_url)
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR))
+        with backend.lock(timeout=120):
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        return [m.id for m in pending]
+    finally:
+        backend.connection.close()
+
+
+def _record_from_row(row: tuple) -> TimestampRecord:
+    (id_, event_timestamp, created_at, received_at, processed_at, correlation_id,
+     topic, partition, offset) = row
+    return TimestampRecord(
+        id=id_,
+        event_timestamp=event_timestamp,
+        received_at=received_at,
+        processed_at=processed_at,
+        correlation_id=correlation_id,
+        source=SourcePosition(topic, partition, offset),
+        created_at=created_at,
+    )
+
+
+class Database:
+    """A lazily created aiopg pool and the statements the service runs."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 10.0,
+                 retry_max_seconds: float = 30.0) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self.retry_max_seconds = retry_max_seconds
+        self._pool: aiopg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._migrated = False
+
+    async def pool(self) -> aiopg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await aiopg.create_pool(
+                        self.url, minsize=1, maxsize=self.pool_size, timeout=self.timeout
+                    )
+        return self._pool
+
+    async def migrate(self) -> None:
+        """Apply pending migrations once per process."""
+        if not self._migrated:
+            applied = await asyncio.to_thread(apply_migrations, self.url)
+            if applied:
+                log.info("Applied database migrations: %s", ", ".join(applied))
+            self._migrated = True
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+            self._pool = None
+
+    async def ping(self) -> None:
+        pool = await self.pool()
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT 1")
+
+    async def persist_batch(self, plan: BatchPlan) -> dict[uuid.UUID, datetime]:
+        """Write a batch in one transaction; returns created_at of the ids it inserted.
+
+        Ids already present are left alone (ON CONFLICT DO NOTHING), which makes a
+        replayed batch harmless.
+        """
+        pool = await self.pool()
+        records = plan.records
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            async with cur.begin():
+                inserted: dict[uuid.UUID, datetime] = {}
+                if records:
+                    await cur.execute(_INSERT_RECORDS, (
+                        [r.id for r in records],
+                        [r.event_timestamp for r in records],
+                        [r.received_at for r in records],
+                        [r.processed_at for r in records],
+                        [r.correlation_id for r in records],
+                        [r.source.topic for r in records],
+                        [r.source.partition for r in records],
+                        [r.source.offset for r in records],
+                    ))
+                    inserted = dict(await cur.fetchall())
+                events = plan.processed_events(set(inserted))
+                await cur.execute(_INSERT_PROCESSED_EVENTS, (
+                    [e.source.topic for e in events],
+                    [e.source.partition for e in events],
+                    [e.source.offset for e in events],
+                    [e.event_id for e in events],
+                    [e.correlation_id for e in events],
+                    [e.status for e in events],
+                    [e.error for e in events],
+                    [e.processed_at for e in events],
+                ))
+        return inserted
+
+    async def persist_batch_with_retry(self, plan: BatchPlan) -> dict[uuid.UUID, datetime]:
+        """persist_batch, retried with exponential back-off while the error is transient."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=0.1, max=self.retry_max_seconds),
+            before_sleep=lambda state: log.warning(
+                "Batch write failed (attempt %d), retrying: %r",
+                state.attempt_number, state.outcome.exception(),
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await self.persist_batch(plan)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def fetch_records(self, ids: list[uuid.UUID]) -> list[TimestampRecord]:
+        pool = await self.pool()
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM timestamp_records WHERE id = ANY(%s::uuid[])",
+                (list(ids),),
+            )
+            return [_record_from_row(row) for row in await cur.fetchall()]
+
+    async def fetch_record(self, id_: uuid.UUID) -> TimestampRecord | None:
+        found = await self.fetch_records([id_])
+        return found[0] if found else None

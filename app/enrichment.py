@@ -1,0 +1,82 @@
+"""From consumed messages to rows (pure functions, unit-tested without Kafka)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable
+
+from app.commands import InvalidCommand, decode_command
+from app.correlation import from_kafka_headers
+from app.records import ProcessedEvent, SourcePosition, TimestampCommand, TimestampRecord
+
+
+@dataclass(frozen=True)
+class ConsumedMessage:
+    """The parts of a Kafka message the pipeline needs."""
+
+    source: SourcePosition
+    value: bytes | None
+    headers: object = ()
+
+
+def enrich(command: TimestampCommand, source: SourcePosition, processed_at: datetime) -> TimestampRecord:
+    """Add processing time and Kafka provenance to a validated command."""
+    return TimestampRecord(
+        id=command.command_id,
+        event_timestamp=command.event_timestamp,
+        received_at=command.received_at,
+        processed_at=processed_at,
+        correlation_id=command.correlation_id,
+        source=source,
+    )
+
+
+@dataclass
+class BatchPlan:
+    """What one batch will write: records to insert, and the messages skipped."""
+
+    records: list[TimestampRecord] = field(default_factory=list)
+    skipped: list[ProcessedEvent] = field(default_factory=list)  # invalid, or repeated in the batch
+
+    def processed_events(self, inserted_ids: set) -> list[ProcessedEvent]:
+        """One row per message: persisted when its insert took, duplicate when the id existed."""
+        rows = [
+            ProcessedEvent(
+                source=record.source,
+                event_id=record.id,
+                correlation_id=record.correlation_id,
+                status="persisted" if record.id in inserted_ids else "duplicate",
+                processed_at=record.processed_at,
+            )
+            for record in self.records
+        ]
+        return rows + self.skipped
+
+
+def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime) -> BatchPlan:
+    """Validate and enrich a batch of messages.
+
+    Within a batch the first message of a command id wins, so the insert sees each
+    id once and the later copies are recorded as duplicates.
+    """
+    plan = BatchPlan()
+    seen = set()
+    for message in messages:
+        correlation_id = from_kafka_headers(message.headers)
+        try:
+            command = decode_command(message.value, correlation_id)
+        except InvalidCommand as exc:
+            plan.skipped.append(
+                ProcessedEvent(message.source, None, correlation_id, "invalid", processed_at, str(exc))
+            )
+            continue
+        record = enrich(command, message.source, processed_at)
+        if record.id in seen:
+            plan.skipped.append(
+                ProcessedEvent(message.source, record.id, correlation_id, "duplicate", processed_at)
+            )
+            continue
+        seen.add(record.id)
+        plan.records.append(record)
+    return plan

@@ -1,0 +1,85 @@
+"""The Faust application: `faust -A app.main worker` starts a worker."""
+
+from __future__ import annotations
+
+import warnings
+
+import faust
+from faust.exceptions import AlreadyConfiguredWarning
+
+from app.database import Database
+from app.settings import settings
+from app.topics import ensure_topic
+from web.middleware import WEB_APPLICATION_OPTIONS
+
+
+# The default datadir names the web port; Faust formats it lazily at each use, so
+# the late `--web-port` of the CLI is honoured, but Faust warns that the port was
+# read before it was set.
+warnings.filterwarnings("ignore", message=".*web_port.*", category=AlreadyConfiguredWarning)
+
+
+class PipelineApp(faust.App):
+    """faust.App that creates the command topic before it subscribes."""
+
+    async def on_first_start(self) -> None:
+        # Before the consumer subscribes: a topic created later would be missed
+        # by the first assignment until the next metadata refresh (minutes).
+        await ensure_topic(
+            settings.kafka_bootstrap_servers,
+            settings.command_topic,
+            settings.command_topic_partitions,
+            settings.kafka_replication_factor,
+            COMMAND_TOPIC_CONFIG,
+        )
+        await super().on_first_start()
+
+
+# The topic is the golden record: by default nothing is ever deleted from it.
+COMMAND_TOPIC_CONFIG = {"retention.ms": str(settings.command_topic_retention_ms)}
+
+app = PipelineApp(
+    settings.app_id,
+    broker=settings.kafka_broker_url,
+    store=settings.table_store,
+    datadir=settings.worker_data_dir,
+    processing_guarantee=settings.processing_guarantee,
+    topic_partitions=settings.command_topic_partitions,
+    topic_replication_factor=settings.kafka_replication_factor,
+    # acks=all: a POST answers 200 only once every in-sync replica has the command.
+    producer_acks=-1,
+    producer_request_timeout=max(30.0, settings.publish_timeout_seconds * 3),
+    web_in_thread=False,
+    web_application_options=WEB_APPLICATION_OPTIONS,
+)
+
+
+@app.on_worker_init.connect
+def _create_data_dir(sender: faust.App, **kwargs) -> None:
+    # Faust creates only the last level of its datadir; nested defaults need the rest.
+    sender.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
+
+
+database = Database(
+    settings.database_url,
+    pool_size=settings.database_pool_size,
+    timeout=settings.database_timeout_seconds,
+    retry_max_seconds=settings.database_retry_max_seconds,
+)
+
+command_topic = app.topic(
+    settings.command_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.command_topic_partitions,
+    config=COMMAND_TOPIC_CONFIG,
+)
+
+
+# Register agents, tables and views (they import `app` from this module).
+import agents.persist_timestamps  # noqa: E402,F401
+import tables.timestamps  # noqa: E402,F401
+import web.health  # noqa: E402,F401
+import web.timestamp_views  # noqa: E402,F401

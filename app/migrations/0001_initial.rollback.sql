@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS processed_events;
+DROP TABLE IF EXISTS timestamp_records;

@@ -1,0 +1,69 @@
+"""The records that flow through the pipeline."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.timestamps import format_rfc3339
+
+
+@dataclass(frozen=True)
+class TimestampCommand:
+    """A validated command from the command topic."""
+
+    command_id: uuid.UUID
+    event_timestamp: datetime  # aware, UTC
+    received_at: datetime | None = None  # absent in messages of other producers
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where in Kafka an event was read."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class TimestampRecord:
+    """An enriched command: one row of `timestamp_records`."""
+
+    id: uuid.UUID
+    event_timestamp: datetime
+    received_at: datetime | None
+    processed_at: datetime
+    correlation_id: str | None
+    source: SourcePosition
+    created_at: datetime | None = None  # set by PostgreSQL on insert
+
+    def as_view(self) -> dict[str, str]:
+        """The flat all-strings JSON object served by GET /api/v1/timestamp/{id}."""
+        view = {
+            "id": str(self.id),
+            "command_id": str(self.id),
+            "event_timestamp": format_rfc3339(self.event_timestamp),
+            "created_at": format_rfc3339(self.created_at or self.processed_at),
+            "received_at": format_rfc3339(self.received_at) if self.received_at else None,
+            "processed_at": format_rfc3339(self.processed_at),
+            "correlation_id": self.correlation_id,
+            "source_topic": self.source.topic,
+            "source_partition": str(self.source.partition),
+            "source_offset": str(self.source.offset),
+        }
+        return {key: value for key, value in view.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class ProcessedEvent:
+    """One row of `processed_events`: the fate of one Kafka message."""
+
+    source: SourcePosition
+    event_id: uuid.UUID | None
+    correlation_id: str | None
+    status: str  # persisted | duplicate | invalid
+    processed_at: datetime
+    error: str | None = None

@@ -1,0 +1,174 @@
+"""Settings, read once from environment variables and validated at start-up.
+
+Every setting is an environment variable; a bad value stops the process with
+an error that names the variable. `docs/configuration.md` lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Callable, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be zero or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+def _retention_ms(text: str) -> int:
+    value = int(text)
+    if value < -1 or value == 0:
+        raise ValueError("must be -1 (unlimited) or a positive number of milliseconds")
+    return value
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _store_url(text: str) -> str:
+    if not (text.startswith("memory://") or text.startswith("rocksdb://")):
+        raise ValueError("must be memory:// or rocksdb://")
+    return text
+
+
+def _database_url(text: str) -> str:
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL")
+    return text
+
+
+def _bootstrap_servers(text: str) -> str:
+    hosts = [h.strip() for h in text.split(",") if h.strip()]
+    if not hosts or any(":" not in h for h in hosts):
+        raise ValueError("must be a comma-separated list of host:port")
+    return ",".join(hosts)
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    parse: Callable[[str], object]
+    help: str
+
+
+# One row per environment variable: name, default, parser, meaning.
+SETTINGS: dict[str, Setting] = {
+    s.env: s
+    for s in (
+        Setting("APP_ID", "timestamp-pipeline", _text,
+                "Faust application id: the consumer group and the prefix of internal topics."),
+        Setting("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", _bootstrap_servers,
+                "Kafka brokers, host:port[,host:port...]."),
+        Setting("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/timestamps", _database_url,
+                "PostgreSQL connection URL (libpq form)."),
+        Setting("COMMAND_TOPIC", "timestamp.command.v1", _text,
+                "Topic of timestamp commands: the golden record."),
+        Setting("COMMAND_TOPIC_PARTITIONS", "8", _positive_int,
+                "Partitions of the command topic and of the table changelog (upper bound on workers)."),
+        Setting("KAFKA_REPLICATION_FACTOR", "1", _positive_int,
+                "Replication factor of the topics this service creates (3 on a production cluster)."),
+        Setting("COMMAND_TOPIC_RETENTION_MS", "-1", _retention_ms,
+                "retention.ms of the command topic when this service creates it; -1 keeps it forever."),
+        Setting("BATCH_SIZE", "500", _positive_int,
+                "Most events written to PostgreSQL in one transaction."),
+        Setting("BATCH_MAX_WAIT_SECONDS", "0.2", _positive_float,
+                "Longest a partial batch waits for more events before it is written."),
+        Setting("TABLE_STORE", "rocksdb://", _store_url,
+                "Faust table store: rocksdb:// (persistent, production) or memory:// (tests)."),
+        Setting("WORKER_DATA_DIR", "data/{conf.web_port}", _text,
+                "Worker state directory; {conf.web_port} keeps workers on one host apart."),
+        Setting("PROCESSING_GUARANTEE", "at_least_once", _one_of("at_least_once", "exactly_once"),
+                "Faust processing guarantee; PostgreSQL writes are idempotent either way."),
+        Setting("PUBLISH_TIMEOUT_SECONDS", "10", _positive_float,
+                "How long a POST waits for the broker's acknowledgement before answering 503."),
+        Setting("DATABASE_POOL_SIZE", "10", _positive_int,
+                "Maximum PostgreSQL connections per worker."),
+        Setting("DATABASE_TIMEOUT_SECONDS", "10", _positive_float,
+                "Timeout of one PostgreSQL operation (connect or statement)."),
+        Setting("DATABASE_RETRY_MAX_SECONDS", "30", _non_negative_float,
+                "Longest back-off between retries of a failed batch write."),
+        Setting("SERVICE_NAME", "timestamp-pipeline", _text,
+                "Service name in logs, metrics and traces."),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_id: str
+    kafka_bootstrap_servers: str
+    database_url: str
+    command_topic: str
+    command_topic_partitions: int
+    kafka_replication_factor: int
+    command_topic_retention_ms: int
+    batch_size: int
+    batch_max_wait_seconds: float
+    table_store: str
+    worker_data_dir: str
+    processing_guarantee: str
+    publish_timeout_seconds: float
+    database_pool_size: int
+    database_timeout_seconds: float
+    database_retry_max_seconds: float
+    service_name: str
+
+    @property
+    def kafka_broker_url(self) -> str:
+        return ";".join(f"kafka://{host}" for host in self.kafka_bootstrap_servers.split(","))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read every setting, raising SettingsError naming the first bad variable."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in fields(cls):
+            setting = SETTINGS[field.name.upper()]
+            raw = environ.get(setting.env, setting.default)
+            try:
+                values[field.name] = setting.parse(raw)
+            except ValueError as exc:
+                reason = str(exc)
+                if "literal" in reason or "convert" in reason:
+                    reason = "is not a number"
+                raise SettingsError(f"{setting.env}={raw!r}: {reason}") from None
+        return cls(**values)
+
+
+settings = Settings.from_env()

@@ -1,0 +1,70 @@
+"""Strict RFC 3339 date-time parsing and formatting (pure functions)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+RFC3339_FORMAT = "YYYY-MM-DDThh:mm:ss[.fraction](Z|+hh:mm|-hh:mm), e.g. 2009-09-28T19:03:12Z"
+
+# RFC 3339 section 5.6 `date-time`; 'T' and 'Z' may be lower case (5.6, NOTE).
+_DATE_TIME = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[Tt]"
+    r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
+    r"(?:\.(?P<fraction>\d{1,9}))?"
+    r"(?:(?P<utc>[Zz])|(?P<sign>[+-])(?P<off_hour>\d{2}):(?P<off_minute>\d{2}))",
+    re.ASCII,  # \d must not match other scripts' digits
+)
+
+
+class InvalidTimestamp(ValueError):
+    """The text is not an RFC 3339 date-time this service can store."""
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 date-time into an aware datetime in UTC.
+
+    Fractions beyond microseconds are truncated (PostgreSQL stores microseconds).
+    Leap seconds (:60) are rejected: neither Python nor PostgreSQL represents them.
+    """
+    if not isinstance(text, str):
+        raise InvalidTimestamp("timestamp must be a string")
+    match = _DATE_TIME.fullmatch(text)
+    if match is None:
+        raise InvalidTimestamp("not an RFC 3339 date-time")
+    part = {k: int(v) for k, v in match.groupdict().items() if v and v.isdigit()}
+    if part["second"] == 60:
+        raise InvalidTimestamp("leap seconds (second 60) are not supported")
+    if not match["utc"]:
+        if part["off_hour"] > 23 or part["off_minute"] > 59:
+            raise InvalidTimestamp("UTC offset out of range; hours must be 00-23, minutes 00-59")
+    if part["year"] == 0:
+        raise InvalidTimestamp("year 0000 is out of range; years run from 0001 to 9999")
+    fraction = match["fraction"] or ""
+    microsecond = int((fraction + "000000")[:6])
+    try:
+        local = datetime(part["year"], part["month"], part["day"],
+                         part["hour"], part["minute"], part["second"], microsecond)
+    except ValueError as exc:  # e.g. 2023-02-29, month 13, hour 24
+        raise InvalidTimestamp(f"date or time out of range: {exc}") from None
+    offset = timedelta(0)
+    if not match["utc"]:
+        offset = timedelta(hours=part["off_hour"], minutes=part["off_minute"])
+        if match["sign"] == "-":
+            offset = -offset
+    try:
+        return (local - offset).replace(tzinfo=timezone.utc)
+    except OverflowError:
+        raise InvalidTimestamp("timestamp is out of range once converted to UTC") from None
+
+
+def format_rfc3339(moment: datetime) -> str:
+    """Format an aware datetime as RFC 3339 in UTC with a 'Z' suffix."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime; an aware one is required")
+    text = moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="auto")
+    return text + "Z"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,31 @@
+"""Topic creation, done before a worker subscribes so its first assignment includes them."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topic(
+    bootstrap_servers: str, name: str, partitions: int, replication_factor: int, config: dict[str, str]
+) -> bool:
+    """Create the topic when it is missing; returns True when it was created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor, topic_configs=config)]
+        )
+    finally:
+        await admin.close()
+    for topic, code, *message in response.topic_errors:
+        if code == TOPIC_ALREADY_EXISTS:
+            return False
+        if code != 0:
+            raise RuntimeError(f"could not create topic {topic}: error {code} {message}")
+    log.info("Created topic %s with %d partitions", name, partitions)
+    return True

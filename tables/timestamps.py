@@ -1,0 +1,26 @@
+"""The query table: command id -> the record served by GET /api/v1/timestamp/{id}.
+
+Backed by its changelog topic, so a worker that takes over a partition recovers
+the rows. Written from inside a batch of events, hence `use_partitioner=True`
+(faust-streaming issue #497): the changelog partition comes from the key, not
+from the event being processed.
+"""
+
+from app.main import app
+from app.settings import settings
+
+timestamps = app.Table(
+    "timestamps",
+    default=None,
+    key_type=str,
+    value_type=dict,
+    partitions=settings.command_topic_partitions,
+    use_partitioner=True,
+    help="Timestamp records by command id, as served by the query view.",
+)
+
+
+@app.task
+async def load_changelog_metadata() -> None:
+    """Fetch the changelog's partitions at start-up, so GETs can be routed to the owner at once."""
+    await app.producer._ensure_producer().partitions_for(timestamps.changelog_topic.get_topic_name())

@@ -1,0 +1,220 @@
+"""Fixtures for tests against the real Kafka broker and PostgreSQL server.
+
+`make test` starts the local stack and exports KAFKA_BOOTSTRAP_SERVERS and
+DATABASE_URL; without them these tests fail (they never skip). Each test gets
+its own topic, consumer group and database, so tests do not see each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import aiohttp
+import psycopg2
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from yarl import URL
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+def _require(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the suite with `make test`, which starts the local stack")
+    return value
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers() -> str:
+    return _require("KAFKA_BOOTSTRAP_SERVERS")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return _require("DATABASE_URL")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_until(check: Callable[[], Awaitable[object]], timeout: float, what: str, interval: float = 0.2):
+    """Await `check()` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Namespace:
+    """Names of one test's topic, consumer group and database."""
+
+    suffix: str
+    bootstrap_servers: str
+    database_url: str
+
+    @property
+    def topic(self) -> str:
+        return f"test.timestamp.command.{self.suffix}"
+
+    @property
+    def app_id(self) -> str:
+        return f"test-pipeline-{self.suffix}"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "APP_ID": self.app_id,
+            "COMMAND_TOPIC": self.topic,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "DATABASE_URL": self.database_url,
+            "TABLE_STORE": "memory://",
+            "BATCH_MAX_WAIT_SECONDS": "0.1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(overrides)
+        return env
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with psycopg2.connect(self.database_url) as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            rows = cur.fetchall() if cur.description else []
+        conn.close()
+        return rows
+
+
+@pytest.fixture
+def namespace(bootstrap_servers: str, server_url: str) -> Namespace:
+    """A fresh database on the stack's server, dropped after the test."""
+    suffix = uuid.uuid4().hex[:10]
+    admin_url = str(URL(server_url).with_path("/postgres"))
+    database = f"test_{suffix}"
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{database}"')
+    yield Namespace(suffix, bootstrap_servers, str(URL(server_url).with_path(f"/{database}")))
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    conn.close()
+
+
+@dataclass
+class Worker:
+    """One `faust -A app.main worker` subprocess."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Worker":
+        self.log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", "app.main", "worker",
+             "--web-host", "127.0.0.1", "--web-port", str(self.port), "-l", "info"],
+            cwd=REPO, env={**self.env, "WORKER_DATA_DIR": str(self.log_path.parent / f"data-{self.port}")},
+            stdout=self.log_file, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_ready(self, timeout: float = 60) -> "Worker":
+        """Until the worker has joined its group and recovered its tables."""
+
+        async def ready():
+            if self.process.poll() is not None:
+                pytest.fail(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            return "[^Worker]: Ready" in self.log()
+
+        await wait_until(ready, timeout, f"worker on port {self.port} to be ready")
+        return self
+
+    def signal(self, sig: int) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "log_file", None):
+            self.log_file.close()
+
+
+@pytest.fixture
+def workers(namespace: Namespace, tmp_path: Path):
+    """Start workers with `workers(**env_overrides)`; all are stopped after the test."""
+    started: list[Worker] = []
+
+    def start(**overrides: str) -> Worker:
+        worker = Worker(namespace.env(**overrides), tmp_path / f"worker-{len(started)}.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+@pytest.fixture
+async def producer(bootstrap_servers: str):
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def topic_end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+    """Partition -> end offset of a topic ({} when the topic does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description["error_code"] != 0:
+        return {}
+    partitions = [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
+    await consumer.start()
+    try:
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(partitions)).items()}
+    finally:
+        await consumer.stop()

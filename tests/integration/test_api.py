@@ -1,0 +1,121 @@
+"""The v1 HTTP API of one worker, against the real broker and database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.integration.conftest import topic_end_offsets, wait_until
+
+
+@pytest.fixture
+async def worker(workers):
+    return await workers().wait_ready()
+
+
+async def get_when_persisted(http, base_url: str, command_id: str, timeout: float = 30) -> dict:
+    async def fetch():
+        async with http.get(f"{base_url}/api/v1/timestamp/{command_id}") as response:
+            return await response.json() if response.status == 200 else None
+
+    return await wait_until(fetch, timeout, f"GET of {command_id} to answer 200")
+
+
+async def test_post_then_get_round_trip(worker, http, namespace):
+    correlation_id = f"ING:{uuid.uuid4()}"
+    async with http.post(
+        f"{worker.url}/api/v1/timestamp/2009-09-28T21:03:12.25+02:00",
+        headers={"X-Correlation-ID": correlation_id},
+    ) as response:
+        assert response.status == 200
+        body = await response.json()
+        assert response.headers["Location"] == f"/api/v1/timestamp/{body['id']}"
+        assert response.headers["X-Correlation-ID"] == correlation_id
+    command_id = str(uuid.UUID(body["id"]))
+
+    record = await get_when_persisted(http, worker.url, command_id)
+    assert record["id"] == record["command_id"] == command_id
+    assert record["event_timestamp"] == "2009-09-28T19:03:12.250000Z"
+    assert record["correlation_id"] == correlation_id
+    assert record["source_topic"] == namespace.topic
+    assert all(isinstance(value, str) for value in record.values())
+    assert {"created_at", "received_at", "processed_at", "source_partition", "source_offset"} <= set(record)
+
+    rows = namespace.query(
+        "SELECT event_timestamp AT TIME ZONE 'UTC', correlation_id FROM timestamp_records WHERE id = %s",
+        (command_id,),
+    )
+    assert [(r[0].isoformat(), r[1]) for r in rows] == [("2009-09-28T19:03:12.250000", correlation_id)]
+    events = namespace.query("SELECT event_id::text, status, correlation_id FROM processed_events")
+    assert events == [(command_id, "persisted", correlation_id)]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/timestamp", "/app"])
+async def test_post_without_timestamp_uses_the_current_time(worker, http, namespace, path):
+    async with http.post(f"{worker.url}{path}") as response:
+        assert response.status == 200
+        command_id = (await response.json())["id"]
+    record = await get_when_persisted(http, worker.url, command_id)
+    assert record["event_timestamp"] <= record["processed_at"]
+    assert record["event_timestamp"] == record["received_at"]
+
+
+@pytest.mark.parametrize("timestamp", ["garbage", "2009-09-28", "2023-02-29T00:00:00Z", "2009-09-28T19:03:12"])
+async def test_invalid_timestamp_gives_400_and_publishes_nothing(worker, http, namespace, bootstrap_servers, timestamp):
+    before = await topic_end_offsets(bootstrap_servers, namespace.topic)
+    async with http.post(f"{worker.url}/api/v1/timestamp/{timestamp}") as response:
+        assert response.status == 400
+        assert response.content_type == "application/json"
+        body = await response.json()
+    assert body["error"] == "invalid_timestamp"
+    assert "YYYY-MM-DDThh:mm:ss" in body["message"]
+    assert await topic_end_offsets(bootstrap_servers, namespace.topic) == before
+    assert sum(before.values()) == 0
+
+
+async def test_get_errors_are_json(worker, http):
+    async with http.get(f"{worker.url}/api/v1/timestamp/not-a-uuid") as response:
+        assert response.status == 400
+        assert (await response.json())["error"] == "invalid_id"
+    unknown = uuid.uuid4()
+    async with http.get(f"{worker.url}/api/v1/timestamp/{unknown}") as response:
+        assert response.status == 404
+        assert str(unknown) in (await response.json())["message"]
+    async with http.get(f"{worker.url}/no/such/route") as response:
+        assert response.status == 404
+        assert (await response.json())["error"] == "not_found"
+
+
+async def test_health_and_correlation_ids(worker, http):
+    async with http.get(f"{worker.url}/health", headers={"correlationId": str(uuid.uuid4())}) as response:
+        assert response.status == 200
+        assert await response.json() == {"status": "UP"}
+    async with http.get(f"{worker.url}/health") as response:
+        assert response.headers["X-Correlation-ID"].startswith("ING:")
+    async with http.get(f"{worker.url}/health", headers={"X-Correlation-ID": "not valid"}) as response:
+        assert response.status == 400
+        assert (await response.json())["error"] == "invalid_correlation_id"
+
+
+async def test_seed_format_messages_from_other_producers_are_persisted(worker, http, namespace, producer):
+    """Messages written straight to the topic, with any key or none, and one poison message."""
+    ids = [str(uuid.uuid4()) for _ in range(6)]
+    keys = [None, b"some-other-key", None, b"\x00\x01", ids[4].encode(), None]
+    for command_id, key in zip(ids[:3], keys):
+        value = json.dumps({"command_id": command_id, "event_timestamp": "2006-01-02T15:04:05Z"}).encode()
+        await producer.send_and_wait(namespace.topic, value, key=key, partition=0)
+    await producer.send_and_wait(namespace.topic, b"this is not json", partition=0)
+    for command_id, key in zip(ids[3:], keys[3:]):
+        value = json.dumps({"command_id": command_id, "event_timestamp": "2006-01-02T17:04:05+02:00"}).encode()
+        await producer.send_and_wait(namespace.topic, value, key=key, partition=0)
+
+    for command_id in ids:
+        record = await get_when_persisted(http, worker.url, command_id)
+        assert record["event_timestamp"] == "2006-01-02T15:04:05Z"
+        assert "received_at" not in record
+    statuses = namespace.query("SELECT status, count(*) FROM processed_events GROUP BY status ORDER BY status")
+    assert statuses == [("invalid", 1), ("persisted", 6)]
+    [(error,)] = namespace.query("SELECT error FROM processed_events WHERE status = 'invalid'")
+    assert "not JSON" in error

@@ -1,0 +1,56 @@
+import json
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from app.commands import InvalidCommand, decode_command, encode_command
+
+UTC = timezone.utc
+COMMAND_ID = uuid.UUID("add1f52d-7c56-4c9f-b319-1a266c355f6b")
+
+
+def test_encoded_command_decodes_to_the_same_command():
+    received_at = datetime(2020, 8, 31, 15, 4, 5, 123000, tzinfo=UTC)
+    value = encode_command(COMMAND_ID, "2006-01-02T17:04:05+02:00", received_at)
+    command = decode_command(value, "ING:" + str(COMMAND_ID))
+    assert command.command_id == COMMAND_ID
+    assert command.event_timestamp == datetime(2006, 1, 2, 15, 4, 5, tzinfo=UTC)
+    assert command.received_at == received_at
+    assert command.correlation_id == "ING:" + str(COMMAND_ID)
+
+
+def test_encoded_command_keeps_the_seed_wire_format():
+    body = json.loads(encode_command(COMMAND_ID, "2006-01-02T15:04:05Z", datetime.now(UTC)))
+    assert body["command_id"] == str(COMMAND_ID)
+    assert body["event_timestamp"] == "2006-01-02T15:04:05Z"
+
+
+def test_seed_format_from_other_producers_is_accepted_and_unknown_fields_ignored():
+    value = b'{"command_id":"add1f52d-7c56-4c9f-b319-1a266c355f6b", "event_timestamp":"2006-01-02T15:04:05Z", "x": [1]}'
+    command = decode_command(value)
+    assert command.command_id == COMMAND_ID
+    assert command.received_at is None
+    assert command.correlation_id is None
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (None, "no value"),
+        (b"", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'"text"', "not a JSON object"),
+        (b'{"event_timestamp": "2006-01-02T15:04:05Z"}', "'command_id' is missing"),
+        (b'{"command_id": 12, "event_timestamp": "2006-01-02T15:04:05Z"}', "'command_id' is missing or not a string"),
+        (b'{"command_id": "nope", "event_timestamp": "2006-01-02T15:04:05Z"}', "'command_id' is not a UUID"),
+        (b'{"command_id": "add1f52d-7c56-4c9f-b319-1a266c355f6b"}', "'event_timestamp' is missing"),
+        (b'{"command_id": "add1f52d-7c56-4c9f-b319-1a266c355f6b", "event_timestamp": "yesterday"}', "'event_timestamp': not an RFC 3339"),
+        (b'{"command_id": "add1f52d-7c56-4c9f-b319-1a266c355f6b", "event_timestamp": "2006-01-02T15:04:05Z", "received_at": "soon"}', "'received_at'"),
+    ],
+)
+def test_invalid_messages_are_rejected_with_a_reason(value, reason):
+    with pytest.raises(InvalidCommand, match=reason):
+        decode_command(value)

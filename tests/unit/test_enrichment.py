@@ -1,0 +1,78 @@
+import uuid
+from datetime import datetime, timezone
+
+from app.commands import encode_command
+from app.enrichment import ConsumedMessage, plan_batch
+from app.records import SourcePosition
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+RECEIVED = datetime(2026, 11, 22, 11, 59, 59, tzinfo=UTC)
+
+
+def message(offset: int, value: bytes | None, headers=()) -> ConsumedMessage:
+    return ConsumedMessage(SourcePosition("timestamp.command.v1", 3, offset), value, headers)
+
+
+def test_valid_message_is_enriched_with_provenance_and_times():
+    command_id = uuid.uuid4()
+    value = encode_command(command_id, "2009-09-28T21:03:12+02:00", RECEIVED)
+    corr = f"ING:{uuid.uuid4()}"
+    plan = plan_batch([message(7, value, [("correlation_id", corr.encode())])], processed_at=NOW)
+    [record] = plan.records
+    assert record.id == command_id
+    assert record.event_timestamp == datetime(2009, 9, 28, 19, 3, 12, tzinfo=UTC)
+    assert record.received_at == RECEIVED
+    assert record.processed_at == NOW
+    assert record.correlation_id == corr
+    assert record.source == SourcePosition("timestamp.command.v1", 3, 7)
+    assert plan.skipped == []
+
+
+def test_view_is_flat_strings_with_utc_z_times():
+    command_id = uuid.uuid4()
+    plan = plan_batch([message(1, encode_command(command_id, "2009-09-28T21:03:12+02:00", RECEIVED))], NOW)
+    view = plan.records[0].as_view()
+    assert view["id"] == view["command_id"] == str(command_id)
+    assert view["event_timestamp"] == "2009-09-28T19:03:12Z"
+    assert view["received_at"] == "2026-11-22T11:59:59Z"
+    assert view["source_offset"] == "1"
+    assert all(isinstance(v, str) for v in view.values())
+    assert "correlation_id" not in view  # unknown values are left out, not null
+
+
+def test_invalid_messages_are_skipped_and_logged_as_processed_events():
+    corr = f"ING:{uuid.uuid4()}"
+    plan = plan_batch([message(1, b"nope", [("correlation_id", corr.encode())])], NOW)
+    assert plan.records == []
+    [event] = plan.processed_events(inserted_ids=set())
+    assert event.status == "invalid"
+    assert "not JSON" in event.error
+    assert event.correlation_id == corr
+    assert event.source.offset == 1
+
+
+def test_repeated_command_in_one_batch_is_inserted_once_and_recorded_as_duplicate():
+    command_id = uuid.uuid4()
+    value = encode_command(command_id, "2009-09-28T19:03:12Z", RECEIVED)
+    plan = plan_batch([message(1, value), message(2, value)], NOW)
+    assert [r.source.offset for r in plan.records] == [1]
+    statuses = {e.source.offset: e.status for e in plan.processed_events({command_id})}
+    assert statuses == {1: "persisted", 2: "duplicate"}
+
+
+def test_already_stored_ids_are_recorded_as_duplicates():
+    first, second = uuid.uuid4(), uuid.uuid4()
+    plan = plan_batch(
+        [message(1, encode_command(first, "2009-09-28T19:03:12Z", RECEIVED)),
+         message(2, encode_command(second, "2009-09-28T19:03:12Z", RECEIVED))],
+        NOW,
+    )
+    statuses = {e.event_id: e.status for e in plan.processed_events({second})}
+    assert statuses == {first: "duplicate", second: "persisted"}
+
+
+def test_malformed_correlation_header_is_dropped_not_trusted():
+    value = encode_command(uuid.uuid4(), "2009-09-28T19:03:12Z", RECEIVED)
+    plan = plan_batch([message(1, value, [("correlation_id", b"ING:<script>")])], NOW)
+    assert plan.records[0].correlation_id is None

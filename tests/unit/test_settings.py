@@ -1,0 +1,33 @@
+import pytest
+
+from app.settings import Settings, SettingsError
+
+
+def test_defaults_are_valid():
+    settings = Settings.from_env({})
+    assert settings.command_topic == "timestamp.command.v1"
+    assert settings.command_topic_partitions == 8
+    assert settings.command_topic_retention_ms == -1
+
+
+def test_values_come_from_the_environment():
+    settings = Settings.from_env({"BATCH_SIZE": "50", "KAFKA_BOOTSTRAP_SERVERS": "a:1, b:2"})
+    assert settings.batch_size == 50
+    assert settings.kafka_broker_url == "kafka://a:1;kafka://b:2"
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),
+    ({"BATCH_SIZE": "many"}, "BATCH_SIZE"),
+    ({"COMMAND_TOPIC_PARTITIONS": "-3"}, "COMMAND_TOPIC_PARTITIONS"),
+    ({"BATCH_MAX_WAIT_SECONDS": "soon"}, "BATCH_MAX_WAIT_SECONDS"),
+    ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+    ({"KAFKA_BOOTSTRAP_SERVERS": "nohostport"}, "KAFKA_BOOTSTRAP_SERVERS"),
+    ({"TABLE_STORE": "redis://"}, "TABLE_STORE"),
+    ({"PROCESSING_GUARANTEE": "maybe"}, "PROCESSING_GUARANTEE"),
+    ({"COMMAND_TOPIC_RETENTION_MS": "0"}, "COMMAND_TOPIC_RETENTION_MS"),
+    ({"COMMAND_TOPIC": "  "}, "COMMAND_TOPIC"),
+])
+def test_bad_values_name_the_variable(env, name):
+    with pytest.raises(SettingsError, match=f"^{name}="):
+        Settings.from_env(env)

@@ -1,0 +1,119 @@
+"""The v1 HTTP API: POST commands, GET records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import aiohttp
+from aiokafka.errors import KafkaError
+from faust.exceptions import SameNode
+from faust.web import Request, Response, View
+from faust.web.exceptions import ServiceUnavailable
+
+from app.commands import encode_command
+from app.main import app, command_topic, database
+from app.settings import settings
+from app.timestamps import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
+from tables.timestamps import timestamps
+from web.middleware import correlation_id, json_error
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = "5"
+# Set on a GET forwarded to the key's owner, so the owner never forwards it again.
+ROUTED_HEADER = "X-Routed-By"
+
+
+async def publish_command(event_timestamp: str | None) -> Response:
+    """Validate, publish and wait for the broker's acknowledgement (acks=all)."""
+    received_at = utc_now()
+    if event_timestamp is None:
+        event_timestamp = format_rfc3339(received_at)
+    else:
+        try:
+            parse_rfc3339(event_timestamp)
+        except InvalidTimestamp as exc:
+            return json_error(
+                400, "invalid_timestamp", f"{exc}: got {event_timestamp[:64]!r}, expected {RFC3339_FORMAT}"
+            )
+    command_id = uuid.uuid4()
+    try:
+        delivery = await asyncio.wait_for(
+            _send(command_id, encode_command(command_id, event_timestamp, received_at)),
+            timeout=settings.publish_timeout_seconds,
+        )
+    except (asyncio.TimeoutError, KafkaError, ConnectionError) as exc:
+        log.error("Publishing command %s failed: %r", command_id, exc)
+        return json_error(
+            503, "broker_unavailable", "the command was not accepted; retry later",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    log.info("Accepted command %s at %s[%d]@%d", command_id, delivery.topic, delivery.partition, delivery.offset)
+    return app.web.json(
+        {"id": str(command_id)},
+        headers={"Location": f"/api/v1/timestamp/{command_id}"},
+    )
+
+
+async def _send(command_id: uuid.UUID, value: bytes):
+    headers = [("correlation_id", (correlation_id.get() or "").encode())]
+    pending = await command_topic.send(key=str(command_id).encode(), value=value, headers=headers)
+    return await pending
+
+
+async def find_record(command_id: str) -> dict | None:
+    """From the table when this worker has it, else from PostgreSQL."""
+    view = timestamps.get(command_id)
+    if view is None:
+        record = await database.fetch_record(uuid.UUID(command_id))
+        view = record.as_view() if record else None
+    return view
+
+
+@app.page("/api/v1/timestamp/{value}")
+class TimestampView(View):
+    """POST a timestamp command; GET the record of a command id."""
+
+    async def post(self, request: Request, value: str) -> Response:
+        return await publish_command(value)
+
+    async def get(self, request: Request, value: str) -> Response:
+        try:
+            command_id = str(uuid.UUID(value))
+        except ValueError:
+            return json_error(400, "invalid_id", f"id must be a UUID (got {value[:64]!r})")
+        if request.headers.get(ROUTED_HEADER) is None:
+            try:
+                return await app.router.route_req(timestamps.name, command_id, self.web, _routed(request))
+            except SameNode:
+                pass
+            except (ServiceUnavailable, TypeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # The owner is unknown (rebalancing; Faust raises TypeError while the
+                # producer has no metadata for the changelog) or unreachable:
+                # PostgreSQL still answers.
+                log.warning("Could not route GET %s to its owner: %r", command_id, exc)
+        view = await find_record(command_id)
+        if view is None:
+            return json_error(404, "not_found", f"no timestamp record with id {command_id} (yet)")
+        return self.json(view)
+
+
+def _routed(request: Request) -> Request:
+    return request.clone(headers={**request.headers, ROUTED_HEADER: app.conf.canonical_url.human_repr()})
+
+
+@app.page("/api/v1/timestamp")
+class CurrentTimestampView(View):
+    """POST a command for the current time."""
+
+    async def post(self, request: Request) -> Response:
+        return await publish_command(None)
+
+
+@app.page("/app")
+class LegacyCurrentTimestampView(View):
+    """The seed's legacy path: POST a command for the current time."""
+
+    async def post(self, request: Request) -> Response:
+        return await publish_command(None)
