@@ -103,6 +103,8 @@ SETTINGS: dict[str, Setting] = {
                 "Partitions of the command topic and of the table changelog (upper bound on workers)."),
         Setting("KAFKA_REPLICATION_FACTOR", "1", _positive_int,
                 "Replication factor of the topics this service creates (3 on a production cluster)."),
+        Setting("KAFKA_SESSION_TIMEOUT_SECONDS", "10", _positive_float,
+                "How soon the group notices a dead worker and hands its partitions to others."),
         Setting("COMMAND_TOPIC_RETENTION_MS", "-1", _retention_ms,
                 "retention.ms of the command topic when this service creates it; -1 keeps it forever."),
         Setting("BATCH_SIZE", "500", _positive_int,
@@ -137,6 +139,7 @@ class Settings:
     command_topic: str
     command_topic_partitions: int
     kafka_replication_factor: int
+    kafka_session_timeout_seconds: float
     command_topic_retention_ms: int
     batch_size: int
     batch_max_wait_seconds: float

@@ -13,7 +13,6 @@ timestamps = app.Table(
     "timestamps",
     default=None,
     key_type=str,
-    value_type=dict,
     partitions=settings.command_topic_partitions,
     use_partitioner=True,
     help="Timestamp records by command id, as served by the query view.",

@@ -26,6 +26,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from yarl import URL
 
+from app.topics import ensure_topic
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
@@ -94,6 +96,10 @@ class Namespace:
         }
         env.update(overrides)
         return env
+
+    async def create_topic(self, partitions: int = 8) -> None:
+        """Create the command topic as a worker would, for tests that produce before one starts."""
+        await ensure_topic(self.bootstrap_servers, self.topic, partitions, 1, {"retention.ms": "-1"})
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with psycopg2.connect(self.database_url) as conn, conn.cursor() as cur:
