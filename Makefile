@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STACK := $(PY) deploy/local/stack.py
 WITH_STACK_ENV := set -a && . .stack/env && set +a &&
 WEB_PORT ?= 6066
+WEB_HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
 .PHONY: help venv lock stack-up stack-down stack-status migrate run worker test unit clean
@@ -41,10 +42,10 @@ migrate: stack-up
 	$(WITH_STACK_ENV) $(PY) -m app migrate
 
 run: migrate
-	$(WITH_STACK_ENV) exec $(VENV)/bin/faust -A app.main worker --web-host 127.0.0.1 --web-port $(WEB_PORT) -l info
+	$(WITH_STACK_ENV) exec $(VENV)/bin/faust -A app.main worker --web-host $(WEB_HOST) --web-bind $(WEB_HOST) --web-port $(WEB_PORT) -l info
 
 worker: venv
-	$(WITH_STACK_ENV) exec $(VENV)/bin/faust -A app.main worker --web-host 127.0.0.1 --web-port $(WEB_PORT) -l info
+	$(WITH_STACK_ENV) exec $(VENV)/bin/faust -A app.main worker --web-host $(WEB_HOST) --web-bind $(WEB_HOST) --web-port $(WEB_PORT) -l info
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -38,17 +38,27 @@ async def persist_timestamps(stream):
         for skipped in plan.skipped:
             log.warning("Skipped message at %s: %s %s", skipped.source, skipped.status, skipped.error or "")
         inserted = await database.persist_batch_with_retry(plan)
-        await update_table(plan.records, inserted)
+        await update_table(stream, events, plan.records, inserted)
         for event in events:
             await stream.ack(event)
 
 
-async def update_table(records: list[TimestampRecord], inserted: dict) -> None:
-    """Put newly inserted records in the table; fill in replayed ones it lacks."""
+async def update_table(stream, events, records: list[TimestampRecord], inserted: dict) -> None:
+    """Put newly inserted records in the table; fill in replayed ones it lacks.
+
+    Each write is made as its own event's: the RocksDB store files a key under the
+    partition of the event being processed, which Faust reads from the stream.
+    """
+    event_at = {(e.message.partition, e.message.offset): e for e in events}
+    missing = [r for r in records if r.id not in inserted and timestamps.get(str(r.id)) is None]
+    stored = {r.id: r for r in await database.fetch_records([r.id for r in missing])} if missing else {}
     for record in records:
+        view = None
         if record.id in inserted:
-            timestamps[str(record.id)] = replace(record, created_at=inserted[record.id]).as_view()
-    missing = [r.id for r in records if r.id not in inserted and timestamps.get(str(r.id)) is None]
-    if missing:
-        for record in await database.fetch_records(missing):
-            timestamps[str(record.id)] = record.as_view()
+            view = replace(record, created_at=inserted[record.id]).as_view()
+        elif record.id in stored:
+            view = stored[record.id].as_view()
+        if view is not None:
+            stream._set_current_event(event_at[(record.source.partition, record.source.offset)])
+            timestamps[str(record.id)] = view
+    stream._set_current_event(None)
