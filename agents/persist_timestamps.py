@@ -3,44 +3,93 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 
-from app.enrichment import ConsumedMessage, plan_batch
+from app import faust_fixes, metrics
+from app.enrichment import BatchPlan, ConsumedMessage, plan_batch
+from app.logs import log_context
 from app.main import app, command_topic, database
 from app.records import SourcePosition, TimestampRecord
 from app.settings import settings
 from app.timestamps import utc_now
+from app.tracing import database_write_span, start_processing_spans
 from tables.timestamps import timestamps
 
 log = logging.getLogger(__name__)
+STALL_SECONDS = 5.0
 
 
 @app.agent(command_topic)
 async def persist_timestamps(stream):
     """One PostgreSQL transaction per batch; offsets are acknowledged after it commits.
 
-    `noack_take` (unlike `take_events`) leaves acknowledging to us, so a batch whose
-    write failed or was interrupted is never committed and is consumed again.
+    `noack_take` (unlike `take_events`, which acks in a `finally` even when the
+    body raised) leaves acknowledging to us, so a batch whose write failed or was
+    interrupted is never committed and is consumed again.
     """
     await database.migrate()
     async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait_seconds):
-        plan = plan_batch(
-            (
-                ConsumedMessage(
-                    SourcePosition(e.message.topic, e.message.partition, e.message.offset),
-                    e.message.value,
-                    e.message.headers,
-                )
-                for e in events
-            ),
-            processed_at=utc_now(),
-        )
-        for skipped in plan.skipped:
-            log.warning("Skipped message at %s: %s %s", skipped.source, skipped.status, skipped.error or "")
-        inserted = await database.persist_batch_with_retry(plan)
-        await update_table(stream, events, plan.records, inserted)
+        messages = [
+            ConsumedMessage(
+                SourcePosition(e.message.topic, e.message.partition, e.message.offset),
+                e.message.value,
+                e.message.headers,
+            )
+            for e in events
+        ]
+        spans = start_processing_spans(settings.command_topic, [m.headers for m in messages])
+        try:
+            plan = plan_batch(messages, processed_at=utc_now())
+            report_skipped(plan)
+            with database_write_span(spans):
+                started = time.monotonic()
+                inserted = await database.persist_batch_with_retry(plan)
+                metrics.db_write_duration.observe(time.monotonic() - started)
+            await update_table(stream, events, plan.records, inserted)
+        except Exception:
+            # Not acknowledged: the batch is consumed again after the restart.
+            metrics.events_processed.labels("failed").inc(len(events))
+            raise
+        finally:
+            for span in spans:
+                span.end()
+        record_outcomes(plan, inserted)
         for event in events:
             await stream.ack(event)
+        stalls.progressed()
+
+
+stalls = faust_fixes.StallDetector(idle_seconds=STALL_SECONDS)
+
+
+@app.timer(interval=STALL_SECONDS)
+async def resume_stalled_partitions() -> None:
+    """Seek a partition stuck behind a message skipped in a rebalance back to its committed offset."""
+    assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.command_topic]
+    committed = {tp: app.consumer._committed_offset.get(tp) or 0 for tp in assigned}
+    for tp, offset in stalls.stalled(committed, app.monitor.tp_end_offsets).items():
+        log.warning("Partition %s[%d] stalled at offset %d; reading it again from there", tp.topic, tp.partition, offset)
+        await app.consumer.seek(tp, offset)
+
+
+def report_skipped(plan: BatchPlan) -> None:
+    for skipped in plan.skipped:
+        with log_context(skipped.correlation_id, str(skipped.event_id) if skipped.event_id else None):
+            log.warning("Skipped message %s[%d]@%d: %s%s", skipped.source.topic, skipped.source.partition,
+                        skipped.source.offset, skipped.status, f" ({skipped.error})" if skipped.error else "")
+
+
+def record_outcomes(plan: BatchPlan, inserted: dict) -> None:
+    """Metrics of a committed batch."""
+    events = plan.processed_events(set(inserted))
+    metrics.batch_size.observe(len(events))
+    for event in events:
+        metrics.events_processed.labels(event.status).inc()
+    now = utc_now()
+    for record in plan.records:
+        if record.id in inserted and record.received_at is not None:
+            metrics.end_to_end_latency.observe(max(0.0, (now - record.received_at).total_seconds()))
 
 
 async def update_table(stream, events, records: list[TimestampRecord], inserted: dict) -> None:
@@ -48,8 +97,10 @@ async def update_table(stream, events, records: list[TimestampRecord], inserted:
 
     Each write is made as its own event's: the RocksDB store files a key under the
     partition of the event being processed, which Faust reads from the stream.
+    There is no await between setting and restoring it, so nothing else sees it.
     """
     event_at = {(e.message.partition, e.message.offset): e for e in events}
+    previous = stream.current_event  # restored below: the stream's buffering reads it
     missing = [r for r in records if r.id not in inserted and timestamps.get(str(r.id)) is None]
     stored = {r.id: r for r in await database.fetch_records([r.id for r in missing])} if missing else {}
     for record in records:
@@ -61,4 +112,4 @@ async def update_table(stream, events, records: list[TimestampRecord], inserted:
         if view is not None:
             stream._set_current_event(event_at[(record.source.partition, record.source.offset)])
             timestamps[str(record.id)] = view
-    stream._set_current_event(None)
+    stream._set_current_event(previous)

@@ -14,8 +14,9 @@ import psycopg2.errors
 import psycopg2.extras
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
+from app import metrics
 from app.enrichment import BatchPlan
-from app.records import SourcePosition, TimestampRecord
+from app.records import ProcessedEvent, SourcePosition, TimestampRecord
 
 log = logging.getLogger(__name__)
 psycopg2.extras.register_uuid()
@@ -55,6 +56,11 @@ def is_transient(exc: BaseException) -> bool:
             ConnectionError,
         ),
     )
+
+
+def _log_retry(state) -> None:
+    metrics.db_write_failures.inc()
+    log.warning("Batch write failed (attempt %d), retrying: %r", state.attempt_number, state.outcome.exception())
 
 
 def apply_migrations(database_url: str) -> list[str]:
@@ -168,10 +174,7 @@ class Database:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential(multiplier=0.1, max=self.retry_max_seconds),
-            before_sleep=lambda state: log.warning(
-                "Batch write failed (attempt %d), retrying: %r",
-                state.attempt_number, state.outcome.exception(),
-            ),
+            before_sleep=_log_retry,
             reraise=True,
         ):
             with attempt:
@@ -186,6 +189,20 @@ class Database:
                 (list(ids),),
             )
             return [_record_from_row(row) for row in await cur.fetchall()]
+
+    async def fetch_processed_events(self, correlation_id: str, limit: int = 1000) -> list[ProcessedEvent]:
+        """The processing log of one correlation id, oldest first."""
+        pool = await self.pool()
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                'SELECT topic, partition, "offset", event_id, correlation_id, status, processed_at, error '
+                "FROM processed_events WHERE correlation_id = %s ORDER BY processed_at, partition, \"offset\" LIMIT %s",
+                (correlation_id, limit),
+            )
+            return [
+                ProcessedEvent(SourcePosition(topic, partition, offset), event, corr, status, at, error)
+                for topic, partition, offset, event, corr, status, at, error in await cur.fetchall()
+            ]
 
     async def fetch_record(self, id_: uuid.UUID) -> TimestampRecord | None:
         found = await self.fetch_records([id_])

@@ -7,11 +7,18 @@ import warnings
 import faust
 from faust.exceptions import AlreadyConfiguredWarning
 
+from faust.sensors.prometheus import setup_prometheus_sensors
+
+from app import faust_fixes, metrics
 from app.database import Database
+from app.logs import logging_config
 from app.settings import settings
 from app.topics import ensure_topic
+from app.tracing import setup_tracing
 from web.middleware import WEB_APPLICATION_OPTIONS
 
+
+faust_fixes.apply()
 
 # The default datadir names the web port; Faust formats it lazily at each use, so
 # the late `--web-port` of the CLI is honoured, but Faust warns that the port was
@@ -53,7 +60,11 @@ app = PipelineApp(
     producer_request_timeout=max(30.0, settings.publish_timeout_seconds * 3),
     web_in_thread=False,
     web_application_options=WEB_APPLICATION_OPTIONS,
+    logging_config=logging_config(settings.log_format, settings.log_level, settings.service_name),
 )
+setup_tracing(settings.service_name)
+# Faust's own sensors and ours share the default registry, served at /metrics.
+setup_prometheus_sensors(app, pattern="/metrics", name_prefix="faust")
 
 
 @app.on_worker_init.connect
@@ -80,8 +91,24 @@ command_topic = app.topic(
 )
 
 
+
+def consumer_lag() -> list[tuple[str, int, int]]:
+    """(topic, partition, end offset - committed offset) of this worker's command partitions."""
+    ends, committed = app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets
+    return [
+        (tp.topic, tp.partition, max(0, ends[tp] - committed.get(tp, 0)))
+        for tp in sorted(ends)
+        if tp.topic == settings.command_topic and tp in app.consumer.assignment()
+    ]
+
+
 # Register agents, tables and views (they import `app` from this module).
 import agents.persist_timestamps  # noqa: E402,F401
 import tables.timestamps  # noqa: E402,F401
+import web.event_views  # noqa: E402,F401
 import web.health  # noqa: E402,F401
 import web.timestamp_views  # noqa: E402,F401
+
+metrics.register_collector(
+    metrics.PipelineCollector(lag=consumer_lag, table_keys=lambda: len(tables.timestamps.timestamps))
+)

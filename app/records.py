@@ -67,3 +67,17 @@ class ProcessedEvent:
     status: str  # persisted | duplicate | invalid
     processed_at: datetime
     error: str | None = None
+
+    def as_view(self) -> dict[str, str]:
+        """One row of GET /api/v1/events, flat strings."""
+        view = {
+            "topic": self.source.topic,
+            "partition": str(self.source.partition),
+            "offset": str(self.source.offset),
+            "event_id": str(self.event_id) if self.event_id else None,
+            "correlation_id": self.correlation_id,
+            "status": self.status,
+            "error": self.error,
+            "processed_at": format_rfc3339(self.processed_at),
+        }
+        return {key: value for key, value in view.items() if value is not None}

@@ -126,7 +126,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("DATABASE_RETRY_MAX_SECONDS", "30", _non_negative_float,
                 "Longest back-off between retries of a failed batch write."),
         Setting("SERVICE_NAME", "timestamp-pipeline", _text,
-                "Service name in logs, metrics and traces."),
+                "Service name in logs and traces (OTEL_SERVICE_NAME, when set, wins for traces)."),
+        Setting("LOG_FORMAT", "auto", _one_of("auto", "text", "json"),
+                "text: [LEVEL] [corr_id=...] Service - Message; json: ECS JSON lines; auto: text on a terminal."),
+        Setting("LOG_LEVEL", "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
+                "Lowest level logged."),
     )
 }
 
@@ -151,6 +155,8 @@ class Settings:
     database_timeout_seconds: float
     database_retry_max_seconds: float
     service_name: str
+    log_format: str
+    log_level: str
 
     @property
     def kafka_broker_url(self) -> str:

@@ -1,8 +1,14 @@
-"""Health views."""
+"""Health views: liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
 
 from faust.web import Request, Response, View
 
-from app.main import app
+from app.main import app, database
+
+CHECK_TIMEOUT_SECONDS = 2.0
 
 
 @app.page("/health")
@@ -11,3 +17,40 @@ class Health(View):
 
     async def get(self, request: Request) -> Response:
         return self.json({"status": "UP"})
+
+
+@app.page("/health/live")
+class Liveness(View):
+    """The process answers: restart it only when this fails."""
+
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "UP"})
+
+
+async def _check(probe) -> dict:
+    try:
+        await asyncio.wait_for(probe(), CHECK_TIMEOUT_SECONDS)
+        return {"status": "UP"}
+    except Exception as exc:  # any failure makes the worker not ready
+        return {"status": "DOWN", "error": f"{type(exc).__name__}: {exc}"[:200]}
+
+
+async def _kafka() -> None:
+    await app.producer._ensure_producer().client.fetch_all_metadata()
+
+
+async def _table_recovery() -> None:
+    if app.in_recovery or not app.tables.recovery.completed.is_set():
+        raise RuntimeError("table recovery in progress")
+
+
+@app.page("/health/ready")
+class Readiness(View):
+    """Kafka and PostgreSQL reachable, table recovered: send traffic here."""
+
+    async def get(self, request: Request) -> Response:
+        names = ("kafka", "postgres", "table_recovery")
+        results = await asyncio.gather(_check(_kafka), _check(database.ping), _check(_table_recovery))
+        checks = dict(zip(names, results))
+        ready = all(c["status"] == "UP" for c in checks.values())
+        return self.json({"status": "UP" if ready else "DOWN", "checks": checks}, status=200 if ready else 503)

@@ -11,13 +11,17 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
+from opentelemetry.trace import SpanKind
 
+from app import metrics
 from app.commands import encode_command
+from app.logs import correlation_id
 from app.main import app, command_topic, database
 from app.settings import settings
 from app.timestamps import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
+from app.tracing import inject_headers, tracer
 from tables.timestamps import timestamps
-from web.middleware import correlation_id, json_error
+from web.middleware import json_error
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "5"
@@ -44,11 +48,13 @@ async def publish_command(event_timestamp: str | None) -> Response:
             timeout=settings.publish_timeout_seconds,
         )
     except (asyncio.TimeoutError, KafkaError, ConnectionError) as exc:
+        metrics.command_publish_failures.labels(type(exc).__name__).inc()
         log.error("Publishing command %s failed: %r", command_id, exc)
         return json_error(
             503, "broker_unavailable", "the command was not accepted; retry later",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
+    metrics.commands_published.inc()
     log.info("Accepted command %s at %s[%d]@%d", command_id, delivery.topic, delivery.partition, delivery.offset)
     return app.web.json(
         {"id": str(command_id)},
@@ -57,9 +63,15 @@ async def publish_command(event_timestamp: str | None) -> Response:
 
 
 async def _send(command_id: uuid.UUID, value: bytes):
-    headers = [("correlation_id", (correlation_id.get() or "").encode())]
-    pending = await command_topic.send(key=str(command_id).encode(), value=value, headers=headers)
-    return await pending
+    with tracer.start_as_current_span(
+        f"send {command_topic.get_topic_name()}",
+        kind=SpanKind.PRODUCER,
+        attributes={"messaging.system": "kafka", "messaging.destination.name": command_topic.get_topic_name(),
+                    "messaging.operation": "publish", "messaging.message.id": str(command_id)},
+    ):
+        headers = [("correlation_id", (correlation_id.get() or "").encode()), *inject_headers()]
+        pending = await command_topic.send(key=str(command_id).encode(), value=value, headers=headers)
+        return await pending
 
 
 async def find_record(command_id: str) -> dict | None:

@@ -1,0 +1,102 @@
+"""Fixes for faust-streaming 0.15 that the no-loss guarantee depends on.
+
+1. Skipped messages are acknowledged. During a rebalance Faust's stream skips
+   messages that arrive while flow control is suspended or that belong to the
+   previous consumer generation, and acknowledges them ("otherwise the lag
+   would increase"). They were never processed, yet their offsets then count as
+   done and are committed. Under the same two conditions an acknowledgement is
+   now released (so the rebalance does not wait for it) without its offset
+   counting: the partition is read again from the committed offset, and the
+   idempotent writes absorb whatever was in fact processed.
+
+2. Commits jump a gap at the head. `Consumer._new_offset` only refuses to commit
+   past unacknowledged messages at the head when the committed offset is truthy
+   (so never for offset 0) and the gap is longer than one message. The wrapper
+   refuses whenever the next offset to commit is neither acknowledged nor a
+   known gap (transaction markers, compaction), and lets Faust decide otherwise.
+
+3. Uncommitted partitions resume where the fetcher was. After a rebalance Faust
+   seeks each partition to its committed offset, but a partition with none (or
+   with 0, which Faust stores as "none") is left at the fetch position, beyond
+   messages fetched before the rebalance and dropped by it. Such partitions are
+   now sought to their earliest offset, which is where they would start anyway.
+
+4. A skipped message is not always fetched again after the rebalance, leaving
+   its partition stalled behind it: `resume_stalled_partitions` seeks such a
+   partition back to its committed offset (re-reading is harmless: writes are
+   idempotent).
+
+Seen before the fixes as commands missing from PostgreSQL after two workers
+rebalanced, with the group's offsets at the end of the topic;
+`tests/integration/test_workers.py` rebalances workers under load to check it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from faust.transport.consumer import Consumer
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+_original_ack = Consumer.ack
+_original_new_offset = Consumer._new_offset
+_original_perform_seek = Consumer.perform_seek
+
+
+def _ack_processed_only(self: Consumer, message) -> bool:
+    app = self.app
+    if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
+        with ack_lock:
+            message.acked = True
+            self._unacked_messages.discard(message)
+            notify(self._waiting_for_ack)
+        return False
+    return _original_ack(self, message)
+
+
+def _new_offset_without_head_gap(self: Consumer, tp):
+    committed = self._committed_offset[tp]
+    if committed is not None and committed >= 0 and self._acked[tp]:
+        if committed not in self._acked_index[tp] and not self._gap[tp].overlaps(committed):
+            return None  # the next offset to commit has not been processed yet
+    return _original_new_offset(self, tp)
+
+
+async def _perform_seek_from_start_when_uncommitted(self: Consumer) -> None:
+    await _original_perform_seek(self)
+    uncommitted = [
+        tp for tp in self.assignment()
+        if self.app.topics.acks_enabled_for(tp.topic) and self._committed_offset.get(tp) is None
+    ]
+    if uncommitted:
+        for tp, offset in (await self.earliest_offsets(*uncommitted)).items():
+            await self.seek(tp, offset)
+
+
+def apply() -> None:
+    Consumer.ack = _ack_processed_only
+    Consumer._new_offset = _new_offset_without_head_gap
+    Consumer.perform_seek = _perform_seek_from_start_when_uncommitted
+
+
+class StallDetector:
+    """Partitions whose committed offset lags the end and has not moved while the agent idled."""
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self.last_progress = time.monotonic()
+        self._seen: dict = {}
+
+    def progressed(self) -> None:
+        self.last_progress = time.monotonic()
+
+    def stalled(self, committed: dict, ends: dict) -> dict:
+        """tp -> committed offset to seek back to."""
+        idle = time.monotonic() - self.last_progress >= self.idle_seconds
+        stalled = {
+            tp: offset for tp, offset in committed.items()
+            if idle and offset is not None and ends.get(tp, 0) > offset and self._seen.get(tp) == offset
+        }
+        self._seen = dict(committed)
+        return stalled

@@ -1,0 +1,93 @@
+"""Logging: every line carries the correlation id of the request or event at hand.
+
+LOG_FORMAT=text gives the seed's pattern `[LEVEL] [corr_id=ING:uuid] ServiceName - Message`;
+LOG_FORMAT=json gives one ECS JSON object per line (via ecs-logging).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import sys
+from typing import Iterator
+
+import ecs_logging
+from opentelemetry import trace
+
+correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
+event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
+
+TEXT_FORMAT = "[%(levelname)s] [corr_id=%(corr_id)s] %(service_name)s - %(message)s"
+
+
+@contextlib.contextmanager
+def log_context(correlation: str | None, event: str | None = None) -> Iterator[None]:
+    """Within the block, log lines carry this correlation id (and event id)."""
+    tokens = (correlation_id.set(correlation), event_id.set(event))
+    try:
+        yield
+    finally:
+        correlation_id.reset(tokens[0])
+        event_id.reset(tokens[1])
+
+
+class ContextFilter(logging.Filter):
+    """Adds service name, correlation id, event id and trace ids to each record."""
+
+    def __init__(self, service: str = "timestamp-pipeline") -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        corr = correlation_id.get()
+        record.service_name = self.service
+        record.corr_id = corr or "-"
+        fields = {"service.name": self.service}
+        if corr:
+            fields["correlation_id"] = corr
+        if (event := event_id.get()) is not None:
+            fields["event.id"] = event
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            fields["trace.id"] = format(span.trace_id, "032x")
+            fields["span.id"] = format(span.span_id, "016x")
+        record.__dict__.update(fields)
+        return True
+
+
+class JsonFormatter(ecs_logging.StdlibFormatter):
+    """ECS JSON without the bulky process/origin fields, and without the text-only extras."""
+
+    def __init__(self) -> None:
+        super().__init__(exclude_fields=["log.original", "process", "log.origin", "service_name", "corr_id"])
+
+
+def resolve_format(log_format: str, stream=sys.stderr) -> str:
+    """auto: text on a terminal, json otherwise."""
+    if log_format == "auto":
+        return "text" if stream.isatty() else "json"
+    return log_format
+
+
+def logging_config(log_format: str, level: str, service: str) -> dict:
+    """A dictConfig for the worker (Faust applies it at start-up) and the CLI."""
+    formatter = (
+        {"()": "app.logs.JsonFormatter"} if resolve_format(log_format) == "json"
+        else {"format": TEXT_FORMAT}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "app.logs.ContextFilter", "service": service}},
+        "formatters": {"default": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "filters": ["context"],
+                "formatter": "default",
+            }
+        },
+        "root": {"level": level, "handlers": ["default"]},
+    }

@@ -1,0 +1,80 @@
+"""Prometheus metrics: one registry, served at /metrics with Faust's own sensors.
+
+Names follow Prometheus conventions: base units, `_total` counters, `_seconds`
+histograms, low-cardinality labels. `docs/operations.md` describes each one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+PREFIX = "timestamp"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+http_requests = Counter(
+    f"{PREFIX}_http_requests_total", "HTTP requests answered, by route, method and status.",
+    ["route", "method", "status"],
+)
+http_request_duration = Histogram(
+    f"{PREFIX}_http_request_duration_seconds", "Time to answer an HTTP request.",
+    ["route", "method"], buckets=LATENCY_BUCKETS,
+)
+commands_published = Counter(
+    f"{PREFIX}_commands_published_total", "Commands acknowledged by the broker (POST answered 200).",
+)
+command_publish_failures = Counter(
+    f"{PREFIX}_command_publish_failures_total", "Commands the broker did not acknowledge (POST answered 503).",
+    ["reason"],
+)
+events_processed = Counter(
+    f"{PREFIX}_events_processed_total", "Consumed messages, by outcome: persisted, duplicate, invalid, failed.",
+    ["outcome"],
+)
+batch_size = Histogram(
+    f"{PREFIX}_batch_size_events", "Messages per database batch.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+db_write_duration = Histogram(
+    f"{PREFIX}_db_write_duration_seconds", "Time of one batch transaction in PostgreSQL, retries included.",
+    buckets=LATENCY_BUCKETS,
+)
+db_write_failures = Counter(
+    f"{PREFIX}_db_write_failures_total", "Failed attempts to write a batch (each retry counts).",
+)
+end_to_end_latency = Histogram(
+    f"{PREFIX}_end_to_end_latency_seconds", "From a command's received_at to its row committed in PostgreSQL.",
+    buckets=LATENCY_BUCKETS,
+)
+
+for outcome in ("persisted", "duplicate", "invalid", "failed"):
+    events_processed.labels(outcome)  # present at zero before the first event
+
+
+class PipelineCollector(Collector):
+    """Values read at scrape time: consumer lag per partition and table size."""
+
+    def __init__(self, lag: Callable[[], Iterable[tuple[str, int, int]]], table_keys: Callable[[], int]) -> None:
+        self._lag = lag
+        self._table_keys = table_keys
+
+    def collect(self):
+        lag = GaugeMetricFamily(
+            f"{PREFIX}_consumer_lag_messages",
+            "End offset minus committed offset, per assigned topic partition of this worker.",
+            labels=["topic", "partition"],
+        )
+        for topic, partition, value in self._lag():
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+        yield GaugeMetricFamily(
+            f"{PREFIX}_table_keys", "Keys of the query table held by this worker.", value=self._table_keys(),
+        )
+
+
+def register_collector(collector: Collector) -> None:
+    REGISTRY.register(collector)
+
