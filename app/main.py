@@ -7,8 +7,6 @@ import warnings
 import faust
 from faust.exceptions import AlreadyConfiguredWarning
 
-from faust.sensors.prometheus import setup_prometheus_sensors
-
 from app import faust_fixes, metrics
 from app.database import Database
 from app.logs import logging_config
@@ -64,7 +62,7 @@ app = PipelineApp(
 )
 setup_tracing(settings.service_name)
 # Faust's own sensors and ours share the default registry, served at /metrics.
-setup_prometheus_sensors(app, pattern="/metrics", name_prefix="faust")
+metrics.setup_faust_sensors(app, name_prefix="faust")
 
 
 @app.on_worker_init.connect
@@ -107,6 +105,7 @@ import agents.persist_timestamps  # noqa: E402,F401
 import tables.timestamps  # noqa: E402,F401
 import web.event_views  # noqa: E402,F401
 import web.health  # noqa: E402,F401
+import web.metrics_view  # noqa: E402,F401
 import web.timestamp_views  # noqa: E402,F401
 
 metrics.register_collector(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.promtool import promtool_path
+
 from tests.metric_names import (
     DASHBOARD,
     RULES,
@@ -42,9 +44,7 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    result = run("bash", ENSURE, timeout=280)
-    assert result.returncode == 0, f"ensure-promtool.sh failed:\n{output(result)}"
-    return result.stdout.strip()
+    return promtool_path()
 
 
 # ------------------------------------------------------------------ promtool
