@@ -101,7 +101,7 @@ async def update_table(stream, events, records: list[TimestampRecord], inserted:
     """
     event_at = {(e.message.partition, e.message.offset): e for e in events}
     previous = stream.current_event  # restored below: the stream's buffering reads it
-    missing = [r for r in records if r.id not in inserted and timestamps.get(str(r.id)) is None]
+    missing = [r for r in records if r.id not in inserted and timestamps.get(str(r.id).encode()) is None]
     stored = {r.id: r for r in await database.fetch_records([r.id for r in missing])} if missing else {}
     for record in records:
         view = None
@@ -111,5 +111,5 @@ async def update_table(stream, events, records: list[TimestampRecord], inserted:
             view = stored[record.id].as_view()
         if view is not None:
             stream._set_current_event(event_at[(record.source.partition, record.source.offset)])
-            timestamps[str(record.id)] = view
+            timestamps[str(record.id).encode()] = view
     stream._set_current_event(previous)

@@ -1,4 +1,4 @@
-"""The query table: command id -> the record served by GET /api/v1/timestamp/{id}.
+"""The query table: command id (UTF-8 bytes) -> the record served by GET /api/v1/timestamp/{id}.
 
 Backed by its changelog topic, so a worker that takes over a partition recovers
 the rows. Written from inside a batch of events, hence `use_partitioner=True`
@@ -12,7 +12,9 @@ from app.settings import settings
 timestamps = app.Table(
     "timestamps",
     default=None,
-    key_type=str,
+    # Raw bytes keys: serialized exactly like the command topic's keys, so a
+    # command and its row share a partition number (and so a worker).
+    key_type=bytes,
     partitions=settings.command_topic_partitions,
     use_partitioner=True,
     help="Timestamp records by command id, as served by the query view.",

@@ -76,7 +76,7 @@ async def _send(command_id: uuid.UUID, value: bytes):
 
 async def find_record(command_id: str) -> dict | None:
     """From the table when this worker has it, else from PostgreSQL."""
-    view = timestamps.get(command_id)
+    view = timestamps.get(command_id.encode())
     if view is None:
         record = await database.fetch_record(uuid.UUID(command_id))
         view = record.as_view() if record else None
@@ -97,7 +97,7 @@ class TimestampView(View):
             return json_error(400, "invalid_id", f"id must be a UUID (got {value[:64]!r})")
         if request.headers.get(ROUTED_HEADER) is None:
             try:
-                return await app.router.route_req(timestamps.name, command_id, self.web, _routed(request))
+                return await app.router.route_req(timestamps.name, command_id.encode(), self.web, _routed(request))
             except SameNode:
                 pass
             except (ServiceUnavailable, TypeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
