@@ -1,19 +1,41 @@
-"""Operator commands: `python -m app migrate`."""
+"""Operator commands.
+
+    python -m app migrate
+    python -m app replay [--from earliest|RFC3339|P:O,...] [--to latest|RFC3339] [--database-url URL]
+    python -m app rebuild-table
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Operator commands of the timestamp pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply pending database migrations and exit")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s - %(message)s")
+    replay = commands.add_parser(
+        "replay", help="rebuild PostgreSQL from the command topic (idempotent; never touches the live group)")
+    replay.add_argument("--from", dest="start", default="earliest",
+                        help="earliest (default), an RFC 3339 timestamp, or offsets per partition: 0:120,3:88")
+    replay.add_argument("--to", dest="stop", default="latest",
+                        help="latest (default: the end offsets when the replay starts) or an RFC 3339 timestamp")
+    replay.add_argument("--database-url", help="target database (default: DATABASE_URL); may be empty, "
+                        "the schema is created")
+    replay.add_argument("--topic", help="topic to read (default: COMMAND_TOPIC)")
+    replay.add_argument("--batch-size", type=int, default=2000, help="events per database transaction")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rebuild = commands.add_parser(
+        "rebuild-table", help="refill the query table's changelog from PostgreSQL (then restart the workers)")
+    rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     from app.settings import SettingsError
 
     try:
@@ -21,12 +43,52 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "migrate":
-        from app.database import apply_migrations
+    logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] %(name)s - %(message)s")
+    from app.database import Database, apply_migrations
 
+    if args.command == "migrate":
         applied = apply_migrations(settings.database_url)
         print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
+        return 0
+
+    from app.replay import ReplayError, parse_start, parse_stop, rebuild_table
+
+    if args.command == "replay":
+        try:
+            start, stop = parse_start(args.start), parse_stop(args.stop)
+        except ReplayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        database = Database(args.database_url or settings.database_url)
+        try:
+            summary = asyncio.run(_run_replay(settings, database, args, start, stop))
+        except ReplayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print("\n".join(summary.lines()))
+        return 0
+
+    database = Database(settings.database_url)
+    changelog = f"{settings.app_id}-timestamps-changelog"
+    written = asyncio.run(_closing(database, rebuild_table(
+        settings.kafka_bootstrap_servers, changelog, database, progress=not args.no_progress)))
+    print(f"records written to {changelog}: {written}; restart the workers to recover the table from it")
     return 0
+
+
+async def _run_replay(settings, database, args, start, stop):
+    from app.replay import replay
+
+    return await _closing(database, replay(
+        settings.kafka_bootstrap_servers, args.topic or settings.command_topic, database, start, stop,
+        batch_size=args.batch_size, progress=not args.no_progress))
+
+
+async def _closing(database, coroutine):
+    try:
+        return await coroutine
+    finally:
+        await database.close()
 
 
 if __name__ == "__main__":

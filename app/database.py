@@ -204,6 +204,23 @@ class Database:
                 for topic, partition, offset, event, corr, status, at, error in await cur.fetchall()
             ]
 
+    async def iter_records(self, batch_size: int = 1000):
+        """Every record, in id order, a batch at a time (keyset pagination)."""
+        pool = await self.pool()
+        after = uuid.UUID(int=0)
+        while True:
+            async with pool.acquire() as conn, conn.cursor() as cur:
+                await cur.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM timestamp_records WHERE id > %s ORDER BY id LIMIT %s",
+                    (after, batch_size),
+                )
+                rows = await cur.fetchall()
+            if not rows:
+                return
+            records = [_record_from_row(row) for row in rows]
+            yield records
+            after = records[-1].id
+
     async def fetch_record(self, id_: uuid.UUID) -> TimestampRecord | None:
         found = await self.fetch_records([id_])
         return found[0] if found else None

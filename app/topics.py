@@ -29,3 +29,16 @@ async def ensure_topic(
             raise RuntimeError(f"could not create topic {topic}: error {code} {message}")
     log.info("Created topic %s with %d partitions", name, partitions)
     return True
+
+
+async def topic_partitions(bootstrap_servers: str, name: str) -> list[int]:
+    """The partition numbers of a topic; [] when it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([name])
+    finally:
+        await admin.close()
+    if description["error_code"] != 0:
+        return []
+    return sorted(p["partition"] for p in description["partitions"])

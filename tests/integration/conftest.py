@@ -23,10 +23,9 @@ import aiohttp
 import psycopg2
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from yarl import URL
 
-from app.topics import ensure_topic
+from app.topics import ensure_topic, topic_partitions
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -209,15 +208,9 @@ async def producer(bootstrap_servers: str):
 
 async def topic_end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
     """Partition -> end offset of a topic ({} when the topic does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        [description] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if description["error_code"] != 0:
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)]
+    if not partitions:
         return {}
-    partitions = [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
     await consumer.start()
     try:

@@ -1,0 +1,173 @@
+"""Disaster recovery: rebuild PostgreSQL (or the query table) from the command topic.
+
+The replay reads with explicit partition assignment and no consumer group, so
+it never moves the live group's offsets, and writes through the same idempotent
+batch insert as the agent: a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from tqdm import tqdm
+
+from app.database import Database
+from app.enrichment import ConsumedMessage, plan_batch
+from app.records import SourcePosition
+from app.timestamps import InvalidTimestamp, parse_rfc3339, utc_now
+from app.topics import topic_partitions
+
+log = logging.getLogger(__name__)
+
+
+class ReplayError(ValueError):
+    """A replay argument that cannot be used; the message says which."""
+
+
+@dataclass
+class ReplaySummary:
+    events_read: int = 0
+    rows_inserted: int = 0
+    rows_already_present: int = 0
+    invalid: int = 0
+    seconds: float = 0.0
+    partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [start, stop)
+
+    @property
+    def rate(self) -> float:
+        return self.events_read / self.seconds if self.seconds else 0.0
+
+    def lines(self) -> list[str]:
+        return [
+            f"events read:          {self.events_read}",
+            f"rows inserted:        {self.rows_inserted}",
+            f"rows already present: {self.rows_already_present}",
+            f"invalid:              {self.invalid}",
+            f"seconds:              {self.seconds:.2f} ({self.rate:.0f} events/s)",
+        ]
+
+
+def parse_start(text: str) -> str | datetime | dict[int, int]:
+    """`earliest`, an RFC 3339 timestamp, or per-partition offsets `0:120,3:88`."""
+    if text == "earliest":
+        return text
+    if ":" in text and "T" not in text.upper():
+        try:
+            pairs = (item.split(":") for item in text.split(","))
+            return {int(partition): int(offset) for partition, offset in pairs}
+        except ValueError:
+            raise ReplayError(f"--from {text!r}: offsets must look like 0:120,3:88") from None
+    return _timestamp("--from", text)
+
+
+def parse_stop(text: str) -> str | datetime:
+    """`latest` (the end offsets when the replay starts) or an RFC 3339 timestamp."""
+    return text if text == "latest" else _timestamp("--to", text)
+
+
+def _timestamp(option: str, text: str) -> datetime:
+    try:
+        return parse_rfc3339(text)
+    except InvalidTimestamp as exc:
+        raise ReplayError(f"{option} {text!r}: {exc}; use earliest/latest, offsets or RFC 3339") from None
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], moment: datetime,
+                      ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """First offset at or after `moment` per partition (the end when there is none)."""
+    found = await consumer.offsets_for_times({tp: _millis(moment) for tp in tps})
+    return {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
+
+
+async def replay(bootstrap_servers: str, topic: str, database: Database, start="earliest", stop="latest",
+                 batch_size: int = 1000, progress: bool = True) -> ReplaySummary:
+    """Replay [start, stop) of every partition of `topic` into `database`."""
+    await database.migrate()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_poll_records=batch_size)
+    await consumer.start()
+    summary = ReplaySummary()
+    started = asyncio.get_running_loop().time()
+    try:
+        partitions = await topic_partitions(bootstrap_servers, topic)
+        if not partitions:
+            raise ReplayError(f"topic {topic!r} does not exist")
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        beginnings = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        if start == "earliest":
+            starts = dict(beginnings)
+        elif isinstance(start, dict):
+            unknown = set(start) - set(partitions)
+            if unknown:
+                raise ReplayError(f"--from names partitions {sorted(unknown)} that {topic} does not have")
+            starts = {tp: max(beginnings[tp], start.get(tp.partition, beginnings[tp])) for tp in tps}
+        else:
+            starts = await _offsets_at(consumer, tps, start, ends)
+        stops = dict(ends) if stop == "latest" else await _offsets_at(consumer, tps, stop, ends)
+        remaining = {tp: stops[tp] for tp in tps if starts[tp] < stops[tp]}
+        summary.partitions = {tp.partition: (starts[tp], stops[tp]) for tp in tps}
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
+        total = sum(stops[tp] - starts[tp] for tp in remaining)
+        with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
+            while remaining:
+                fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size)
+                messages = [
+                    ConsumedMessage(SourcePosition(topic, tp.partition, record.offset), record.value, record.headers)
+                    for tp, records in fetched.items()
+                    for record in records
+                    if record.offset < remaining.get(tp, -1)
+                ]
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= remaining[tp]:
+                        del remaining[tp]
+                if not messages:
+                    continue
+                plan = plan_batch(messages, processed_at=utc_now())
+                inserted = await database.persist_batch_with_retry(plan)
+                invalid = sum(1 for e in plan.skipped if e.status == "invalid")
+                summary.events_read += len(messages)
+                summary.rows_inserted += len(inserted)
+                summary.invalid += invalid
+                summary.rows_already_present += len(messages) - len(inserted) - invalid
+                bar.update(len(messages))
+    finally:
+        await consumer.stop()
+        summary.seconds = asyncio.get_running_loop().time() - started
+    return summary
+
+
+async def rebuild_table(bootstrap_servers: str, changelog_topic: str, database: Database,
+                        batch_size: int = 1000, progress: bool = True) -> int:
+    """Write every PostgreSQL record to the table's changelog topic; returns the count.
+
+    Keys and values are what the agent writes, and the default partitioner puts
+    each key in the partition the table expects (`use_partitioner=True`).
+    Restart the workers afterwards: they recover the table from the changelog.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20)
+    await producer.start()
+    written = 0
+    try:
+        with tqdm(unit="record", disable=not progress, desc=f"rebuild {changelog_topic}") as bar:
+            async for records in database.iter_records(batch_size):
+                await asyncio.gather(*[
+                    await producer.send(changelog_topic, key=str(r.id).encode(), value=json.dumps(r.as_view()).encode())
+                    for r in records
+                ])
+                written += len(records)
+                bar.update(len(records))
+    finally:
+        await producer.stop()
+    return written

@@ -1,0 +1,164 @@
+"""Disaster-recovery drills: rebuild PostgreSQL and the query table from Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+from aiokafka.admin import AIOKafkaAdminClient
+from yarl import URL
+
+from tests.integration.conftest import REPO, wait_until
+
+RECORD_SQL = "SELECT id::text, event_timestamp FROM timestamp_records ORDER BY id"
+
+
+def run_cli(namespace, *args: str, **env: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=REPO, env=namespace.env(**env),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def summary(result: subprocess.CompletedProcess) -> dict[str, int]:
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+    return {key.strip(): int(lines[key].split()[0]) for key in
+            ("events read", "rows inserted", "rows already present", "invalid")}
+
+
+async def produce(producer, topic: str, count: int, timestamp_ms: int | None = None) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    sent = [
+        await producer.send(
+            topic,
+            json.dumps({"command_id": i, "event_timestamp": f"2024-02-29T12:{n % 60:02d}:00Z"}).encode(),
+            key=i.encode(), timestamp_ms=timestamp_ms,
+        )
+        for n, i in enumerate(ids)
+    ]
+    await asyncio.gather(*sent)
+    return ids
+
+
+def other_database(namespace, name: str) -> str:
+    """An empty database next to the test's own, dropped with the server's test databases."""
+    admin = str(URL(namespace.database_url).with_path("/postgres"))
+    import psycopg2
+
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return str(URL(namespace.database_url).with_path(f"/{name}"))
+
+
+async def test_truncate_then_replay_restores_every_row_and_a_second_run_changes_nothing(workers, namespace, producer):
+    await namespace.create_topic()
+    ids = await produce(producer, namespace.topic, 500)
+    await producer.send_and_wait(namespace.topic, b"garbage")
+    worker = await workers().wait_ready()
+
+    async def stored():
+        return namespace.query("SELECT count(*) FROM timestamp_records")[0][0] == 500
+
+    await wait_until(stored, 60, "the 500 commands to be stored")
+    worker.stop()
+    before = namespace.query(RECORD_SQL)
+    namespace.query("TRUNCATE timestamp_records, processed_events")
+
+    first = summary(run_cli(namespace, "replay", "--no-progress"))
+    assert first == {"events read": 501, "rows inserted": 500, "rows already present": 0, "invalid": 1}
+    assert namespace.query(RECORD_SQL) == before
+    assert {row[0] for row in before} == set(ids)
+    assert namespace.query("SELECT count(*) FROM processed_events") == [(501,)]
+
+    second = summary(run_cli(namespace, "replay", "--no-progress"))
+    assert second == {"events read": 501, "rows inserted": 0, "rows already present": 500, "invalid": 1}
+    assert namespace.query(RECORD_SQL) == before
+
+
+async def test_replay_into_an_empty_database_while_workers_run(workers, http, namespace, producer, bootstrap_servers):
+    worker = await workers().wait_ready()
+    ids = await produce(producer, namespace.topic, 300)
+
+    async def stored():
+        return namespace.query("SELECT count(*) FROM timestamp_records")[0][0] == 300
+
+    await wait_until(stored, 60, "the commands to be stored")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    group_before = await admin.list_consumer_group_offsets(namespace.app_id)
+
+    target = other_database(namespace, f"{namespace.database_url.rsplit('/', 1)[1]}_copy")
+    result = run_cli(namespace, "replay", "--no-progress", "--database-url", target)
+    assert summary(result)["rows inserted"] == 300
+
+    import psycopg2
+
+    with psycopg2.connect(target) as conn, conn.cursor() as cur:
+        cur.execute(RECORD_SQL)
+        copied = cur.fetchall()
+    conn.close()
+    assert copied == namespace.query(RECORD_SQL)
+    assert {row[0] for row in copied} == set(ids)
+    # The replay used no consumer group: the live group's offsets did not move.
+    assert await admin.list_consumer_group_offsets(namespace.app_id) == group_before
+    await admin.close()
+
+    async with http.post(f"{worker.url}/api/v1/timestamp/2009-09-28T19:03:12Z") as response:
+        live_id = (await response.json())["id"]
+
+    async def live_stored():
+        return namespace.query("SELECT 1 FROM timestamp_records WHERE id = %s", (live_id,))
+
+    await wait_until(live_stored, 30, "the live worker to keep persisting")
+
+
+async def test_replay_from_a_timestamp_takes_only_later_events(namespace, producer):
+    await namespace.create_topic()
+    now = int(time.time() * 1000)
+    older = await produce(producer, namespace.topic, 50, timestamp_ms=now - 3_600_000)
+    newer = await produce(producer, namespace.topic, 40, timestamp_ms=now)
+    cut = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000 - 60))
+
+    result = run_cli(namespace, "replay", "--no-progress", "--from", cut)
+    assert summary(result)["events read"] == 40
+    assert {row[0] for row in namespace.query(RECORD_SQL)} == set(newer)
+    assert not set(older) & {row[0] for row in namespace.query(RECORD_SQL)}
+
+
+async def test_lost_changelog_is_rebuilt_from_postgres(workers, http, namespace, producer, bootstrap_servers):
+    first = await workers().wait_ready()
+    ids = await produce(producer, namespace.topic, 30)
+
+    async def stored():
+        return namespace.query("SELECT count(*) FROM timestamp_records")[0][0] == 30
+
+    await wait_until(stored, 60, "the commands to be stored")
+    first.stop()
+    changelog = f"{namespace.app_id}-timestamps-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    await admin.delete_topics([changelog])
+    await admin.close()
+    await asyncio.sleep(2)  # topic deletion completes asynchronously on the broker
+
+    second = await workers().wait_ready()  # recreates an empty changelog
+    second.stop()
+    result = run_cli(namespace, "rebuild-table", "--no-progress")
+    assert "records written" in result.stdout and ": 30;" in result.stdout
+    namespace.query("DELETE FROM timestamp_records RETURNING id")  # only the table can answer now
+
+    third = await workers().wait_ready()
+    for command_id in ids:
+        async with http.get(f"{third.url}/api/v1/timestamp/{command_id}") as response:
+            assert response.status == 200, f"{command_id} missing from the rebuilt table"
+            assert (await response.json())["event_timestamp"].startswith("2024-02-29T12:")
