@@ -85,6 +85,21 @@ async def test_truncate_then_replay_restores_every_row_and_a_second_run_changes_
     assert namespace.query(RECORD_SQL) == before
 
 
+async def test_workers_create_the_command_topic_with_unlimited_retention(workers, namespace, bootstrap_servers):
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    await workers().wait_ready()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, namespace.topic)])
+    finally:
+        await admin.close()
+    [(_, _, _, _, entries)] = response.resources
+    configs = {entry[0]: entry[1] for entry in entries}
+    assert configs["retention.ms"] == "-1"
+
+
 async def test_replay_into_an_empty_database_while_workers_run(workers, http, namespace, producer, bootstrap_servers):
     worker = await workers().wait_ready()
     ids = await produce(producer, namespace.topic, 300)
