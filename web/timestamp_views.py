@@ -13,7 +13,7 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 from opentelemetry.trace import SpanKind
 
-from app import metrics
+from app import idempotency, metrics
 from app.commands import encode_command
 from app.logs import correlation_id
 from app.main import app, command_topic, database
@@ -29,8 +29,12 @@ RETRY_AFTER_SECONDS = "5"
 ROUTED_HEADER = "X-Routed-By"
 
 
-async def publish_command(event_timestamp: str | None) -> Response:
-    """Validate, publish and wait for the broker's acknowledgement (acks=all)."""
+async def publish_command(request: Request, event_timestamp: str | None) -> Response:
+    """Validate, publish and wait for the broker's acknowledgement (acks=all).
+
+    With an Idempotency-Key the id is derived from the key, so a retried POST
+    (on any worker) names the same command and the keyed insert keeps one row.
+    """
     received_at = utc_now()
     if event_timestamp is None:
         event_timestamp = format_rfc3339(received_at)
@@ -41,7 +45,11 @@ async def publish_command(event_timestamp: str | None) -> Response:
             return json_error(
                 400, "invalid_timestamp", f"{exc}: got {event_timestamp[:64]!r}, expected {RFC3339_FORMAT}"
             )
-    command_id = uuid.uuid4()
+    key = request.headers.get(idempotency.HEADER)
+    try:
+        command_id = idempotency.command_id_for(key) if key is not None else uuid.uuid4()
+    except idempotency.InvalidIdempotencyKey as exc:
+        return json_error(400, "invalid_idempotency_key", str(exc))
     try:
         delivery = await asyncio.wait_for(
             _send(command_id, encode_command(command_id, event_timestamp, received_at)),
@@ -88,7 +96,7 @@ class TimestampView(View):
     """POST a timestamp command; GET the record of a command id."""
 
     async def post(self, request: Request, value: str) -> Response:
-        return await publish_command(value)
+        return await publish_command(request, value)
 
     async def get(self, request: Request, value: str) -> Response:
         try:
@@ -120,7 +128,7 @@ class CurrentTimestampView(View):
     """POST a command for the current time."""
 
     async def post(self, request: Request) -> Response:
-        return await publish_command(None)
+        return await publish_command(request, None)
 
 
 @app.page("/app")
@@ -128,4 +136,4 @@ class LegacyCurrentTimestampView(View):
     """The seed's legacy path: POST a command for the current time."""
 
     async def post(self, request: Request) -> Response:
-        return await publish_command(None)
+        return await publish_command(request, None)
