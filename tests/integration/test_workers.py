@@ -7,12 +7,15 @@ import json
 import signal
 import uuid
 
+import pytest
+
 from tests.integration.conftest import wait_until
 
 
-async def test_two_workers_post_to_one_get_every_id_from_the_other(workers, http, namespace):
-    first = workers()
-    second = workers()
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_two_workers_post_to_one_get_every_id_from_the_other(workers, http, namespace, store):
+    first = workers(TABLE_STORE=store)
+    second = workers(TABLE_STORE=store)
     await first.wait_ready()
     await second.wait_ready()
 
@@ -89,9 +92,10 @@ async def test_worker_killed_mid_stream_loses_and_doubles_nothing(workers, names
     ) == [(total, total, total)]
 
 
-async def test_restarted_worker_serves_from_the_table_recovered_from_its_changelog(workers, http, namespace):
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_restarted_worker_serves_from_the_table_recovered_from_its_changelog(workers, http, namespace, store):
     """With the PostgreSQL rows gone, only the changelog-backed table can answer."""
-    first = await workers().wait_ready()
+    first = await workers(TABLE_STORE=store).wait_ready()
     ids = []
     for i in range(20):
         async with http.post(f"{first.url}/api/v1/timestamp/2022-02-0{1 + i % 9}T10:00:00Z") as response:
@@ -104,7 +108,7 @@ async def test_restarted_worker_serves_from_the_table_recovered_from_its_changel
     first.stop()
     namespace.query("DELETE FROM timestamp_records RETURNING id")
 
-    second = await workers().wait_ready()
+    second = await workers(TABLE_STORE=store).wait_ready()
     for command_id in ids:
         async with http.get(f"{second.url}/api/v1/timestamp/{command_id}") as response:
             assert response.status == 200, f"{command_id} not served from the table"
