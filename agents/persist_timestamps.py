@@ -9,7 +9,8 @@ from dataclasses import replace
 from app import faust_fixes, metrics
 from app.enrichment import BatchPlan, ConsumedMessage, plan_batch
 from app.logs import log_context
-from app.main import app, command_topic, database
+from app.dead_letters import dead_letter
+from app.main import app, command_topic, database, dead_letter_topic
 from app.records import SourcePosition, TimestampRecord
 from app.settings import settings
 from app.timestamps import utc_now
@@ -35,6 +36,7 @@ async def persist_timestamps(stream):
                 SourcePosition(e.message.topic, e.message.partition, e.message.offset),
                 e.message.value,
                 e.message.headers,
+                e.message.key,
             )
             for e in events
         ]
@@ -42,6 +44,7 @@ async def persist_timestamps(stream):
         try:
             plan = plan_batch(messages, processed_at=utc_now())
             report_skipped(plan)
+            await send_dead_letters(messages, plan)
             with database_write_span(spans):
                 started = time.monotonic()
                 inserted = await database.persist_batch_with_retry(plan)
@@ -78,6 +81,19 @@ def report_skipped(plan: BatchPlan) -> None:
         with log_context(skipped.correlation_id, str(skipped.event_id) if skipped.event_id else None):
             log.warning("Skipped message %s[%d]@%d: %s%s", skipped.source.topic, skipped.source.partition,
                         skipped.source.offset, skipped.status, f" ({skipped.error})" if skipped.error else "")
+
+
+async def send_dead_letters(messages: list[ConsumedMessage], plan: BatchPlan) -> None:
+    """Dead-letter the invalid messages, acknowledged by the broker before the batch commits."""
+    by_position = {m.source: m for m in messages}
+    letters = [dead_letter(by_position[e.source], e) for e in plan.skipped if e.status == "invalid"]
+    deliveries = [
+        await dead_letter_topic.send(key=letter.key, value=letter.value, headers=letter.headers, force=True)
+        for letter in letters
+    ]
+    for delivery in deliveries:
+        await delivery
+    metrics.dead_letters.inc(len(letters))
 
 
 def record_outcomes(plan: BatchPlan, inserted: dict) -> None:

@@ -3,6 +3,8 @@
     python -m app migrate
     python -m app replay [--from earliest|RFC3339|P:O,...] [--to latest|RFC3339] [--database-url URL]
     python -m app rebuild-table
+    python -m app dead-letters list
+    python -m app dead-letters republish PARTITION:OFFSET [...]
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     rebuild = commands.add_parser(
         "rebuild-table", help="refill the query table's changelog from PostgreSQL (then restart the workers)")
     rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dead = commands.add_parser("dead-letters", help="list dead letters, or publish chosen ones again after a fix")
+    dead_commands = dead.add_subparsers(dest="action", required=True)
+    dead_commands.add_parser("list", help="one line per dead letter: position, original position, reason")
+    again = dead_commands.add_parser("republish", help="publish dead letters to the command topic again")
+    again.add_argument("positions", nargs="+", metavar="PARTITION:OFFSET",
+                       help="positions in the dead-letter topic, as printed by `list`")
     return parser
 
 
@@ -50,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         applied = apply_migrations(settings.database_url)
         print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
         return 0
+
+    if args.command == "dead-letters":
+        return asyncio.run(_dead_letters(settings, args))
 
     from app.replay import ReplayError, parse_start, parse_stop, rebuild_table
 
@@ -73,6 +84,29 @@ def main(argv: list[str] | None = None) -> int:
     written = asyncio.run(_closing(database, rebuild_table(
         settings.kafka_bootstrap_servers, changelog, database, progress=not args.no_progress)))
     print(f"records written to {changelog}: {written}; restart the workers to recover the table from it")
+    return 0
+
+
+async def _dead_letters(settings, args) -> int:
+    from app.dead_letters import describe, read_dead_letters, republish
+
+    records = await read_dead_letters(settings.kafka_bootstrap_servers, settings.dead_letter_topic)
+    if args.action == "list":
+        for r in records:
+            info = describe(r.headers)
+            print(f"{r.partition}:{r.offset}\t{info.get('dlq.original.topic')}[{info.get('dlq.original.partition')}]"
+                  f"@{info.get('dlq.original.offset')}\t{info.get('correlation_id', '-')}\t{info.get('dlq.reason')}"
+                  f"\t{(r.value or b'')[:80]!r}")
+        print(f"{len(records)} dead letters in {settings.dead_letter_topic}")
+        return 0
+    by_position = {f"{r.partition}:{r.offset}": r for r in records}
+    unknown = [p for p in args.positions if p not in by_position]
+    if unknown:
+        print(f"error: no dead letter at {', '.join(unknown)} in {settings.dead_letter_topic}", file=sys.stderr)
+        return 2
+    count = await republish(settings.kafka_bootstrap_servers, [by_position[p] for p in args.positions],
+                            settings.command_topic)
+    print(f"republished {count} dead letters to {settings.command_topic}")
     return 0
 
 

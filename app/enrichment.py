@@ -18,6 +18,7 @@ class ConsumedMessage:
     source: SourcePosition
     value: bytes | None
     headers: object = ()
+    key: bytes | None = None
 
 
 def enrich(command: TimestampCommand, source: SourcePosition, processed_at: datetime) -> TimestampRecord:

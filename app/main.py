@@ -25,18 +25,19 @@ warnings.filterwarnings("ignore", message=".*web_port.*", category=AlreadyConfig
 
 
 class PipelineApp(faust.App):
-    """faust.App that creates the command topic before it subscribes."""
+    """faust.App that creates the command and dead-letter topics before it subscribes."""
 
     async def on_first_start(self) -> None:
         # Before the consumer subscribes: a topic created later would be missed
         # by the first assignment until the next metadata refresh (minutes).
-        await ensure_topic(
-            settings.kafka_bootstrap_servers,
-            settings.command_topic,
-            settings.command_topic_partitions,
-            settings.kafka_replication_factor,
-            COMMAND_TOPIC_CONFIG,
-        )
+        for topic in (settings.command_topic, settings.dead_letter_topic):
+            await ensure_topic(
+                settings.kafka_bootstrap_servers,
+                topic,
+                settings.command_topic_partitions,
+                settings.kafka_replication_factor,
+                COMMAND_TOPIC_CONFIG,
+            )
         await super().on_first_start()
 
 
@@ -88,6 +89,15 @@ command_topic = app.topic(
     config=COMMAND_TOPIC_CONFIG,
 )
 
+
+dead_letter_topic = app.topic(
+    settings.dead_letter_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.command_topic_partitions,
+)
 
 
 def consumer_lag() -> list[tuple[str, int, int]]:

@@ -34,6 +34,9 @@ events_processed = Counter(
     f"{PREFIX}_events_processed_total", "Consumed messages, by outcome: persisted, duplicate, invalid, failed.",
     ["outcome"],
 )
+dead_letters = Counter(
+    f"{PREFIX}_dead_letters_total", "Messages sent to the dead-letter topic.",
+)
 batch_size = Histogram(
     f"{PREFIX}_batch_size_events", "Messages per database batch.",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),

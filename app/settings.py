@@ -101,6 +101,8 @@ SETTINGS: dict[str, Setting] = {
                 "Topic of timestamp commands: the golden record."),
         Setting("COMMAND_TOPIC_PARTITIONS", "8", _positive_int,
                 "Partitions of the command topic and of the table changelog (upper bound on workers)."),
+        Setting("DEAD_LETTER_TOPIC", "{command_topic}.dlq", _text,
+                "Topic of messages that can never be processed; {command_topic} is replaced."),
         Setting("KAFKA_REPLICATION_FACTOR", "1", _positive_int,
                 "Replication factor of the topics this service creates (3 on a production cluster)."),
         Setting("KAFKA_SESSION_TIMEOUT_SECONDS", "10", _positive_float,
@@ -145,6 +147,7 @@ class Settings:
     kafka_replication_factor: int
     kafka_session_timeout_seconds: float
     command_topic_retention_ms: int
+    dead_letter_topic: str
     batch_size: int
     batch_max_wait_seconds: float
     table_store: str
@@ -177,6 +180,7 @@ class Settings:
                 if "literal" in reason or "convert" in reason:
                     reason = "is not a number"
                 raise SettingsError(f"{setting.env}={raw!r}: {reason}") from None
+        values["dead_letter_topic"] = values["dead_letter_topic"].replace("{command_topic}", values["command_topic"])
         return cls(**values)
 
 

@@ -100,6 +100,14 @@ class Namespace:
         """Create the command topic as a worker would, for tests that produce before one starts."""
         await ensure_topic(self.bootstrap_servers, self.topic, partitions, 1, {"retention.ms": "-1"})
 
+    async def wait_for_records(self, count: int, timeout: float = 60) -> None:
+        """Until timestamp_records holds `count` rows."""
+
+        async def stored():
+            return self.query("SELECT count(*) FROM timestamp_records")[0][0] == count
+
+        await wait_until(stored, timeout, f"{count} rows in timestamp_records")
+
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with psycopg2.connect(self.database_url) as conn, conn.cursor() as cur:
             cur.execute(sql, params)

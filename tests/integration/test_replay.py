@@ -66,10 +66,7 @@ async def test_truncate_then_replay_restores_every_row_and_a_second_run_changes_
     await producer.send_and_wait(namespace.topic, b"garbage")
     worker = await workers().wait_ready()
 
-    async def stored():
-        return namespace.query("SELECT count(*) FROM timestamp_records")[0][0] == 500
-
-    await wait_until(stored, 60, "the 500 commands to be stored")
+    await namespace.wait_for_records(500)
     worker.stop()
     before = namespace.query(RECORD_SQL)
     namespace.query("TRUNCATE timestamp_records, processed_events")
@@ -104,10 +101,7 @@ async def test_replay_into_an_empty_database_while_workers_run(workers, http, na
     worker = await workers().wait_ready()
     ids = await produce(producer, namespace.topic, 300)
 
-    async def stored():
-        return namespace.query("SELECT count(*) FROM timestamp_records")[0][0] == 300
-
-    await wait_until(stored, 60, "the commands to be stored")
+    await namespace.wait_for_records(300)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     group_before = await admin.list_consumer_group_offsets(namespace.app_id)
@@ -154,10 +148,7 @@ async def test_lost_changelog_is_rebuilt_from_postgres(workers, http, namespace,
     first = await workers().wait_ready()
     ids = await produce(producer, namespace.topic, 30)
 
-    async def stored():
-        return namespace.query("SELECT count(*) FROM timestamp_records")[0][0] == 30
-
-    await wait_until(stored, 60, "the commands to be stored")
+    await namespace.wait_for_records(30)
     first.stop()
     changelog = f"{namespace.app_id}-timestamps-changelog"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)

@@ -101,10 +101,7 @@ async def test_restarted_worker_serves_from_the_table_recovered_from_its_changel
         async with http.post(f"{first.url}/api/v1/timestamp/2022-02-0{1 + i % 9}T10:00:00Z") as response:
             ids.append((await response.json())["id"])
 
-    async def stored():
-        return namespace.query("SELECT count(*) FROM timestamp_records")[0][0] == len(ids)
-
-    await wait_until(stored, 30, "the commands to be stored")
+    await namespace.wait_for_records(len(ids))
     first.stop()
     namespace.query("DELETE FROM timestamp_records RETURNING id")
 

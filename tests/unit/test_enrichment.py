@@ -76,3 +76,17 @@ def test_malformed_correlation_header_is_dropped_not_trusted():
     value = encode_command(uuid.uuid4(), "2009-09-28T19:03:12Z", RECEIVED)
     plan = plan_batch([message(1, value, [("correlation_id", b"ING:<script>")])], NOW)
     assert plan.records[0].correlation_id is None
+
+
+def test_dead_letter_keeps_key_value_and_names_reason_and_origin():
+    from app.dead_letters import dead_letter, describe
+
+    corr = f"ING:{uuid.uuid4()}"
+    raw = ConsumedMessage(SourcePosition("timestamp.command.v1", 3, 9), b"nope", [("correlation_id", corr.encode())],
+                          key=b"k")
+    [event] = plan_batch([raw], NOW).skipped
+    letter = dead_letter(raw, event)
+    assert (letter.key, letter.value) == (b"k", b"nope")
+    assert describe(letter.headers) == {
+        "dlq.reason": "message value is not JSON", "dlq.original.topic": "timestamp.command.v1",
+        "dlq.original.partition": "3", "dlq.original.offset": "9", "correlation_id": corr}

@@ -1,0 +1,88 @@
+"""Dead letters: messages that can never be processed, kept with the reason.
+
+Each goes to the dead-letter topic (`<COMMAND_TOPIC>.dlq`) with its original
+key and value and headers naming the reason, the original position and the
+correlation id; the partition moves on. Delivery is at least once: a batch
+replayed after a crash may dead-letter a message again, so readers key on the
+original position (`dlq.original.*`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.enrichment import ConsumedMessage
+from app.records import ProcessedEvent
+
+REASON = "dlq.reason"
+ORIGINAL_TOPIC = "dlq.original.topic"
+ORIGINAL_PARTITION = "dlq.original.partition"
+ORIGINAL_OFFSET = "dlq.original.offset"
+CORRELATION_ID = "correlation_id"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def dead_letter(message: ConsumedMessage, event: ProcessedEvent) -> DeadLetter:
+    """The dead letter of an invalid message (pure)."""
+    headers = [
+        (REASON, (event.error or event.status).encode()),
+        (ORIGINAL_TOPIC, message.source.topic.encode()),
+        (ORIGINAL_PARTITION, str(message.source.partition).encode()),
+        (ORIGINAL_OFFSET, str(message.source.offset).encode()),
+    ]
+    if event.correlation_id:
+        headers.append((CORRELATION_ID, event.correlation_id.encode()))
+    return DeadLetter(message.key, message.value, headers)
+
+
+def describe(headers) -> dict[str, str]:
+    """The dead-letter headers of a message, decoded."""
+    wanted = {REASON, ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, CORRELATION_ID}
+    return {name: value.decode("utf-8", "replace") for name, value in headers or () if name in wanted}
+
+
+async def read_dead_letters(bootstrap_servers: str, topic: str) -> list:
+    """Every record of the dead-letter topic, oldest first per partition."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from app.topics import topic_partitions
+
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)]
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records = []
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            for batch in (await consumer.getmany(*remaining, timeout_ms=1000)).values():
+                records.extend(batch)
+            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+async def republish(bootstrap_servers: str, records: list, command_topic: str) -> int:
+    """Publish dead letters to the command topic again, with their key and correlation id."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for record in records:
+            headers = [(name, value) for name, value in record.headers or () if name == CORRELATION_ID]
+            await producer.send_and_wait(command_topic, record.value, key=record.key, headers=headers)
+    finally:
+        await producer.stop()
+    return len(records)
