@@ -7,9 +7,9 @@ import time
 from dataclasses import replace
 
 from app import faust_fixes, metrics
+from app.dead_letters import dead_letter
 from app.enrichment import BatchPlan, ConsumedMessage, plan_batch
 from app.logs import log_context
-from app.dead_letters import dead_letter
 from app.main import app, command_topic, database, dead_letter_topic
 from app.records import SourcePosition, TimestampRecord
 from app.settings import settings
@@ -51,7 +51,8 @@ async def persist_timestamps(stream):
                 metrics.db_write_duration.observe(time.monotonic() - started)
             await update_table(stream, events, plan.records, inserted)
         except Exception:
-            # Not acknowledged: the batch is consumed again after the restart.
+            # Not acknowledged: Faust restarts the agent, and the batch is read
+            # again once resume_stalled_partitions sees its partition stuck.
             metrics.events_processed.labels("failed").inc(len(events))
             raise
         finally:

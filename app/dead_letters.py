@@ -56,12 +56,16 @@ async def read_dead_letters(bootstrap_servers: str, topic: str) -> list:
     partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)]
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        # Explicit seeks: seek_to_beginning() followed by position() was seen
+        # to report the end offset, which made the loop below read nothing.
+        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, offset)
         records = []
         remaining = {tp for tp in partitions if ends[tp] > 0}
         while remaining:

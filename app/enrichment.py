@@ -59,11 +59,16 @@ def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime) -> B
     """Validate and enrich a batch of messages.
 
     Within a batch the first message of a command id wins, so the insert sees each
-    id once and the later copies are recorded as duplicates.
+    id once and later messages with that id are recorded as duplicates; a message
+    seen twice at the same position counts once.
     """
     plan = BatchPlan()
     seen = set()
+    positions = set()
     for message in messages:
+        if message.source in positions:
+            continue  # the same message fetched twice (re-read after a rebalance)
+        positions.add(message.source)
         correlation_id = from_kafka_headers(message.headers)
         try:
             command = decode_command(message.value, correlation_id)

@@ -62,4 +62,8 @@ async def test_invalid_messages_are_dead_lettered_and_can_be_republished(workers
     # Still invalid, so it comes back: from the republished copy, with its correlation id.
     repeats = await wait_until(dead_lettered_again, 30, "the republished message to be dead-lettered again")
     assert {describe(r.headers)["correlation_id"] for r in repeats} == {corr}
-    assert namespace.query("SELECT count(*) FROM processed_events WHERE status = 'invalid'") == [(3,)]
+
+    async def three_invalid():  # dead letters are sent before their batch commits
+        return namespace.query("SELECT count(*) FROM processed_events WHERE status = 'invalid'") == [(3,)]
+
+    await wait_until(three_invalid, 30, "the republished message to be recorded as invalid")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import signal
 import uuid
@@ -27,15 +28,23 @@ async def test_two_workers_post_to_one_get_every_id_from_the_other(workers, http
 
     posted = dict(await asyncio.gather(*(post(i) for i in range(200))))
 
+    statuses: dict[str, int] = {}
+
     async def all_served():
         async def get(command_id):
             async with http.get(f"{second.url}/api/v1/timestamp/{command_id}") as response:
+                statuses[command_id] = response.status
                 return command_id, (await response.json() if response.status == 200 else None)
 
         found = dict(await asyncio.gather(*(get(i) for i in posted)))
         return found if all(found.values()) else None
 
-    found = await wait_until(all_served, 60, "every id to be served by the second worker", interval=1)
+    try:
+        found = await wait_until(all_served, 60, "every id to be served by the second worker", interval=1)
+    except pytest.fail.Exception:
+        stored = namespace.query("SELECT count(*) FROM timestamp_records")[0][0]
+        pytest.fail(f"GET statuses {collections.Counter(statuses.values())}, {stored} of 200 rows stored;"
+                    f" logs: {first.log_path.parent}")
     assert {i: r["event_timestamp"] for i, r in found.items()} == posted
     assert namespace.query("SELECT count(*), count(DISTINCT id) FROM timestamp_records") == [(200, 200)]
 

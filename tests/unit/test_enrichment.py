@@ -90,3 +90,10 @@ def test_dead_letter_keeps_key_value_and_names_reason_and_origin():
     assert describe(letter.headers) == {
         "dlq.reason": "message value is not JSON", "dlq.original.topic": "timestamp.command.v1",
         "dlq.original.partition": "3", "dlq.original.offset": "9", "correlation_id": corr}
+
+
+def test_same_message_fetched_twice_in_a_batch_counts_once():
+    value = encode_command(uuid.uuid4(), "2009-09-28T19:03:12Z", RECEIVED)
+    plan = plan_batch([message(4, value), message(4, value), message(5, b"bad"), message(5, b"bad")], NOW)
+    assert len(plan.records) == 1
+    assert [e.source.offset for e in plan.processed_events(set())] == [4, 5]
