@@ -15,6 +15,7 @@ import psycopg2.extras
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from app import metrics
+from app.circuit_breaker import CircuitBreaker
 from app.enrichment import BatchPlan
 from app.records import ProcessedEvent, SourcePosition, TimestampRecord
 
@@ -96,8 +97,9 @@ class Database:
     """A lazily created aiopg pool and the statements the service runs."""
 
     def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 10.0,
-                 retry_max_seconds: float = 30.0) -> None:
+                 retry_max_seconds: float = 30.0, breaker: CircuitBreaker | None = None) -> None:
         self.url = url
+        self.breaker = breaker or CircuitBreaker()
         self.pool_size = pool_size
         self.timeout = timeout
         self.retry_max_seconds = retry_max_seconds
@@ -170,7 +172,12 @@ class Database:
         return inserted
 
     async def persist_batch_with_retry(self, plan: BatchPlan) -> dict[uuid.UUID, datetime]:
-        """persist_batch, retried with exponential back-off while the error is transient."""
+        """persist_batch, retried with exponential back-off while the error is transient.
+
+        While the circuit breaker is open no attempt is made: the caller (the
+        agent) simply waits, consuming and acknowledging nothing, until the
+        half-open trial.
+        """
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential(multiplier=0.1, max=self.retry_max_seconds),
@@ -178,8 +185,23 @@ class Database:
             reraise=True,
         ):
             with attempt:
-                return await self.persist_batch(plan)
+                await self._wait_for_breaker()
+                try:
+                    inserted = await self.persist_batch(plan)
+                except Exception as exc:
+                    if is_transient(exc):
+                        self.breaker.record_failure()
+                    raise
+                self.breaker.record_success()
+                return inserted
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _wait_for_breaker(self) -> None:
+        delay = self.breaker.seconds_until_trial()
+        if delay:
+            log.warning("PostgreSQL circuit breaker is open; next trial in %.0f s", delay)
+        while (delay := self.breaker.seconds_until_trial()) > 0:
+            await asyncio.sleep(min(delay, 1.0))
 
     async def fetch_records(self, ids: list[uuid.UUID]) -> list[TimestampRecord]:
         pool = await self.pool()

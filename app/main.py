@@ -8,6 +8,7 @@ import faust
 from faust.exceptions import AlreadyConfiguredWarning
 
 from app import faust_fixes, metrics
+from app.circuit_breaker import CircuitBreaker
 from app.database import Database
 from app.logs import logging_config
 from app.settings import settings
@@ -77,6 +78,12 @@ database = Database(
     pool_size=settings.database_pool_size,
     timeout=settings.database_timeout_seconds,
     retry_max_seconds=settings.database_retry_max_seconds,
+    breaker=CircuitBreaker(
+        settings.circuit_breaker_failures,
+        settings.circuit_breaker_reset_seconds,
+        settings.circuit_breaker_successes,
+        on_transition=metrics.record_breaker_transition,
+    ),
 )
 
 command_topic = app.topic(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -52,6 +52,19 @@ end_to_end_latency = Histogram(
     f"{PREFIX}_end_to_end_latency_seconds", "From a command's received_at to its row committed in PostgreSQL.",
     buckets=LATENCY_BUCKETS,
 )
+
+circuit_breaker_state = Gauge(
+    f"{PREFIX}_circuit_breaker_state", "PostgreSQL write circuit breaker: 0 closed, 1 half-open, 2 open.",
+)
+circuit_breaker_transitions = Counter(
+    f"{PREFIX}_circuit_breaker_transitions_total", "Circuit breaker state changes.", ["from_state", "to_state"],
+)
+
+
+def record_breaker_transition(old, new) -> None:
+    circuit_breaker_state.set(new.value)
+    circuit_breaker_transitions.labels(old.name.lower(), new.name.lower()).inc()
+
 
 for outcome in ("persisted", "duplicate", "invalid", "failed"):
     events_processed.labels(outcome)  # present at zero before the first event

@@ -127,6 +127,12 @@ SETTINGS: dict[str, Setting] = {
                 "Timeout of one PostgreSQL operation (connect or statement)."),
         Setting("DATABASE_RETRY_MAX_SECONDS", "30", _non_negative_float,
                 "Longest back-off between retries of a failed batch write."),
+        Setting("CIRCUIT_BREAKER_FAILURES", "5", _positive_int,
+                "Consecutive failed batch writes that open the PostgreSQL circuit breaker."),
+        Setting("CIRCUIT_BREAKER_RESET_SECONDS", "60", _positive_float,
+                "How long the breaker stays open before a half-open trial write."),
+        Setting("CIRCUIT_BREAKER_SUCCESSES", "2", _positive_int,
+                "Successful trial writes that close the breaker again."),
         Setting("SERVICE_NAME", "timestamp-pipeline", _text,
                 "Service name in logs and traces (OTEL_SERVICE_NAME, when set, wins for traces)."),
         Setting("LOG_FORMAT", "auto", _one_of("auto", "text", "json"),
@@ -157,6 +163,9 @@ class Settings:
     database_pool_size: int
     database_timeout_seconds: float
     database_retry_max_seconds: float
+    circuit_breaker_failures: int
+    circuit_breaker_reset_seconds: float
+    circuit_breaker_successes: int
     service_name: str
     log_format: str
     log_level: str

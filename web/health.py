@@ -6,6 +6,7 @@ import asyncio
 
 from faust.web import Request, Response, View
 
+from app.circuit_breaker import State
 from app.main import app, database
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -44,13 +45,19 @@ async def _table_recovery() -> None:
         raise RuntimeError("table recovery in progress")
 
 
+async def _circuit_breaker() -> None:
+    if database.breaker.state is State.OPEN:
+        raise RuntimeError(f"PostgreSQL circuit breaker open; trial in {database.breaker.seconds_until_trial():.0f} s")
+
+
 @app.page("/health/ready")
 class Readiness(View):
-    """Kafka and PostgreSQL reachable, table recovered: send traffic here."""
+    """Kafka and PostgreSQL reachable, table recovered, breaker not open: send traffic here."""
 
     async def get(self, request: Request) -> Response:
-        names = ("kafka", "postgres", "table_recovery")
-        results = await asyncio.gather(_check(_kafka), _check(database.ping), _check(_table_recovery))
+        names = ("kafka", "postgres", "table_recovery", "circuit_breaker")
+        results = await asyncio.gather(
+            _check(_kafka), _check(database.ping), _check(_table_recovery), _check(_circuit_breaker))
         checks = dict(zip(names, results))
         ready = all(c["status"] == "UP" for c in checks.values())
         return self.json({"status": "UP" if ready else "DOWN", "checks": checks}, status=200 if ready else 503)

@@ -125,7 +125,7 @@ async def test_readiness_reports_each_dependency(workers, http, namespace):
         body = await response.json()
     assert body["status"] == "UP"
     assert {name: check["status"] for name, check in body["checks"].items()} == {
-        "kafka": "UP", "postgres": "UP", "table_recovery": "UP"}
+        "kafka": "UP", "postgres": "UP", "table_recovery": "UP", "circuit_breaker": "UP"}
 
 
 async def test_readiness_fails_without_postgres_while_liveness_holds(workers, http, namespace):
