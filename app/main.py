@@ -10,6 +10,7 @@ from faust.exceptions import AlreadyConfiguredWarning
 from app import faust_fixes, metrics
 from app.circuit_breaker import CircuitBreaker
 from app.database import Database
+from app.publisher import CommandPublisher
 from app.logs import logging_config
 from app.settings import settings
 from app.topics import ensure_topic
@@ -41,6 +42,10 @@ class PipelineApp(faust.App):
             )
         await super().on_first_start()
 
+    async def on_stop(self) -> None:
+        await command_publisher.stop()
+        await super().on_stop()
+
 
 # The topic is the golden record: by default nothing is ever deleted from it.
 COMMAND_TOPIC_CONFIG = {"retention.ms": str(settings.command_topic_retention_ms)}
@@ -53,7 +58,8 @@ app = PipelineApp(
     processing_guarantee=settings.processing_guarantee,
     topic_partitions=settings.command_topic_partitions,
     topic_replication_factor=settings.kafka_replication_factor,
-    # acks=all: a POST answers 200 only once every in-sync replica has the command.
+    # acks=all for what Faust produces (changelog, dead letters); HTTP commands
+    # have their own producer (app/publisher.py).
     producer_acks=-1,
     broker_session_timeout=settings.kafka_session_timeout_seconds,
     broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
@@ -72,6 +78,10 @@ def _create_data_dir(sender: faust.App, **kwargs) -> None:
     # Faust creates only the last level of its datadir; nested defaults need the rest.
     sender.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
 
+
+command_publisher = CommandPublisher(
+    settings.kafka_bootstrap_servers, request_timeout_seconds=max(30.0, settings.publish_timeout_seconds * 3)
+)
 
 database = Database(
     settings.database_url,

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from app import idempotency, metrics
 from app.commands import encode_command
 from app.logs import correlation_id
-from app.main import app, command_topic, database
+from app.main import app, command_publisher, command_topic, database
 from app.settings import settings
 from app.timestamps import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
 from app.tracing import inject_headers, tracer
@@ -78,8 +78,8 @@ async def _send(command_id: uuid.UUID, value: bytes):
                     "messaging.operation": "publish", "messaging.message.id": str(command_id)},
     ):
         headers = [("correlation_id", (correlation_id.get() or "").encode()), *inject_headers()]
-        pending = await command_topic.send(key=str(command_id).encode(), value=value, headers=headers)
-        return await pending
+        return await command_publisher.publish(
+            command_topic.get_topic_name(), str(command_id).encode(), value, headers)
 
 
 async def find_record(command_id: str) -> dict | None:

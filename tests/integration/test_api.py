@@ -119,3 +119,17 @@ async def test_seed_format_messages_from_other_producers_are_persisted(worker, h
     assert statuses == [("invalid", 1), ("persisted", 6)]
     [(error,)] = namespace.query("SELECT error FROM processed_events WHERE status = 'invalid'")
     assert "not JSON" in error
+
+
+async def test_exactly_once_guarantee_round_trip(workers, http, namespace):
+    """PROCESSING_GUARANTEE=exactly_once (Kafka transactions over changelog and offsets)."""
+    worker = await workers(PROCESSING_GUARANTEE="exactly_once").wait_ready()
+    ids = []
+    for second in range(5):
+        async with http.post(f"{worker.url}/api/v1/timestamp/2009-09-28T19:03:0{second}Z") as response:
+            assert response.status == 200
+            ids.append((await response.json())["id"])
+    for command_id in ids:
+        await get_when_persisted(http, worker.url, command_id)
+    await namespace.wait_for_records(5)
+    assert "TransactionManager" in worker.log()
