@@ -133,6 +133,7 @@ import tables.timestamps  # noqa: E402,F401
 import web.event_views  # noqa: E402,F401
 import web.health  # noqa: E402,F401
 import web.metrics_view  # noqa: E402,F401
+import web.openapi_view  # noqa: E402,F401
 import web.timestamp_views  # noqa: E402,F401
 
 metrics.register_collector(
