@@ -133,6 +133,12 @@ SETTINGS: dict[str, Setting] = {
                 "How long the breaker stays open before a half-open trial write."),
         Setting("CIRCUIT_BREAKER_SUCCESSES", "2", _positive_int,
                 "Successful trial writes that close the breaker again."),
+        Setting("API_KEYS", "", str,
+                "Comma-separated API keys; setting keys (here or in API_KEYS_FILE) turns authentication on."),
+        Setting("API_KEYS_FILE", "", str,
+                "File with one API key per line (e.g. a mounted secret)."),
+        Setting("AUTH_PROTECT", "writes", _one_of("writes", "all"),
+                "What needs a key once keys are set: writes (POSTs) or all API endpoints."),
         Setting("SERVICE_NAME", "timestamp-pipeline", _text,
                 "Service name in logs and traces (OTEL_SERVICE_NAME, when set, wins for traces)."),
         Setting("LOG_FORMAT", "auto", _one_of("auto", "text", "json"),
@@ -166,6 +172,9 @@ class Settings:
     circuit_breaker_failures: int
     circuit_breaker_reset_seconds: float
     circuit_breaker_successes: int
+    api_keys: str
+    api_keys_file: str
+    auth_protect: str
     service_name: str
     log_format: str
     log_level: str

@@ -9,12 +9,17 @@ from aiohttp import web
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from app import metrics
+from app import auth, metrics
 from app.correlation import HTTP_HEADERS, InvalidCorrelationId, new_correlation_id, validate_correlation_id
 from app.logs import log_context
+from app.settings import SettingsError, settings
 from app.tracing import tracer
 
 log = logging.getLogger(__name__)
+try:
+    API_KEYS = auth.load_keys(settings.api_keys, settings.api_keys_file)
+except ValueError as exc:
+    raise SettingsError(str(exc)) from None
 RESPONSE_HEADER = "X-Correlation-ID"
 
 # Limits on what a client may send (aiohttp answers 400/413 beyond them).
@@ -42,6 +47,10 @@ def _route(request: web.Request) -> str:
 
 
 async def _handle(request: web.Request, handler) -> web.StreamResponse:
+    if API_KEYS and auth.needs_key(request.method, request.path, settings.auth_protect):
+        if not auth.is_valid(auth.presented_key(request.headers), API_KEYS):
+            return json_error(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",
+                              headers={"WWW-Authenticate": "Bearer"})
     try:
         return await handler(request)
     except web.HTTPException as exc:  # aiohttp's own 404/405/413...: same JSON shape
