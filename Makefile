@@ -9,13 +9,14 @@ WEB_PORT ?= 6066
 WEB_HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock stack-up stack-down stack-status migrate run worker test unit bench clean
+.PHONY: help venv lock stack-up stack-down stack-status migrate run worker test unit bench chaos clean
 
 help:
 	@echo "make run         start Kafka + PostgreSQL, migrate, run one worker on :$(WEB_PORT)"
 	@echo "make test        start the stack and run the whole test suite"
 	@echo "make worker WEB_PORT=6067   one more worker in the same consumer group"
 	@echo "make bench EVENTS=50000      replay throughput vs raw Kafka consume and raw PostgreSQL insert"
+	@echo "make chaos CHAOS_EVENTS=100000  faults under load, then an audit of lost/doubled events"
 	@echo "make stack-up | stack-down | stack-status | migrate | unit | lock | clean"
 
 venv: $(VENV)/.installed
@@ -60,3 +61,7 @@ clean:
 EVENTS ?= 50000
 bench: stack-up
 	$(WITH_STACK_ENV) $(PY) bench/replay_bench.py --events $(EVENTS)
+
+CHAOS_EVENTS ?= 100000
+chaos: stack-up
+	$(WITH_STACK_ENV) $(PY) tests/chaos.py --events $(CHAOS_EVENTS)

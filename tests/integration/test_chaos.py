@@ -1,0 +1,15 @@
+"""A small chaos run inside the suite (`make chaos` runs 100,000 events)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests import chaos
+
+
+async def test_chaos_run_loses_and_doubles_nothing():
+    report = await asyncio.to_thread(chaos.run, 3000, 400)
+    print("\n".join(report.lines()))
+    assert [name for name, _ in report.faults] == [
+        "scale 1 -> 3", "SIGKILL a worker", "PostgreSQL restart", "broker restart", "scale 3 -> 1"]
+    assert (report.lost, report.duplicated, report.table_mismatches, report.dead_letter_mismatches) == (0, 0, 0, 0)
