@@ -23,9 +23,6 @@ import importlib.util
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,62 +39,13 @@ sys.path.insert(0, str(REPO))
 
 from app.dead_letters import read_dead_letters  # noqa: E402
 from app.topics import ensure_topic  # noqa: E402
+from tests.worker_process import Worker  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("stack", REPO / "deploy/local/stack.py")
 stack = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(stack)
 
 TOPIC = "chaos.timestamp.command.v1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Worker:
-    env: dict
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "Worker":
-        self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", "app.main", "worker", "--web-host", "127.0.0.1",
-             "--web-port", str(self.port), "-l", "info"],
-            cwd=REPO, env={**self.env, "WORKER_DATA_DIR": str(self.log_path.parent / f"data-{self.port}")},
-            stdout=self._log, stderr=subprocess.STDOUT)
-        return self
-
-    async def ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited; see {self.log_path}")
-            if b"[^Worker]: Ready" in self.log_path.read_bytes():
-                return
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"worker on {self.port} not ready; see {self.log_path}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @dataclass
@@ -168,7 +116,7 @@ class Chaos:
     async def add_worker(self) -> Worker:
         worker = Worker(self.env, self.workdir / f"worker-{len(self.workers)}.log").start()
         self.workers.append(worker)
-        await worker.ready()
+        await worker.wait_ready(timeout=90)
         return worker
 
     def live_workers(self) -> list[Worker]:

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -26,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yarl import URL
 
 from app.topics import ensure_topic, topic_partitions
+from tests.worker_process import Worker
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
@@ -46,12 +42,6 @@ def bootstrap_servers() -> str:
 @pytest.fixture(scope="session")
 def server_url() -> str:
     return _require("DATABASE_URL")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def wait_until(check: Callable[[], Awaitable[object]], timeout: float, what: str, interval: float = 0.2):
@@ -130,59 +120,6 @@ def namespace(bootstrap_servers: str, server_url: str) -> Namespace:
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     conn.close()
-
-
-@dataclass
-class Worker:
-    """One `faust -A app.main worker` subprocess."""
-
-    env: dict[str, str]
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "Worker":
-        self.log_file = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", "app.main", "worker",
-             "--web-host", "127.0.0.1", "--web-port", str(self.port), "-l", "info"],
-            cwd=REPO, env={**self.env, "WORKER_DATA_DIR": str(self.log_path.parent / f"data-{self.port}")},
-            stdout=self.log_file, stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def wait_ready(self, timeout: float = 60) -> "Worker":
-        """Until the worker has joined its group and recovered its tables."""
-
-        async def ready():
-            if self.process.poll() is not None:
-                pytest.fail(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            return "[^Worker]: Ready" in self.log()
-
-        await wait_until(ready, timeout, f"worker on port {self.port} to be ready")
-        return self
-
-    def signal(self, sig: int) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if getattr(self, "log_file", None):
-            self.log_file.close()
 
 
 @pytest.fixture

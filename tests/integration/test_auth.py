@@ -48,7 +48,7 @@ def test_missing_key_file_stops_the_worker_with_the_variable_named(namespace, tm
     import subprocess
     import sys
 
-    from tests.integration.conftest import REPO
+    from tests.worker_process import REPO
 
     result = subprocess.run([sys.executable, "-c", "import app.main"], cwd=REPO, capture_output=True, text=True,
                             env=namespace.env(API_KEYS_FILE=str(tmp_path / "absent")), timeout=60)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, wait_until
+from tests.integration.conftest import wait_until
+from tests.worker_process import REPO
 
 _spec = importlib.util.spec_from_file_location("stack", REPO / "deploy/local/stack.py")
 stack = importlib.util.module_from_spec(_spec)

@@ -8,7 +8,8 @@ import sys
 import uuid
 
 from app.dead_letters import describe, read_dead_letters
-from tests.integration.conftest import REPO, wait_until
+from tests.integration.conftest import wait_until
+from tests.worker_process import REPO
 
 
 async def test_invalid_messages_are_dead_lettered_and_can_be_republished(workers, namespace, producer, bootstrap_servers):

@@ -7,7 +7,6 @@ import re
 import subprocess
 import uuid
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import wait_until
@@ -129,7 +128,7 @@ async def test_readiness_reports_each_dependency(workers, http, namespace):
 
 
 async def test_readiness_fails_without_postgres_while_liveness_holds(workers, http, namespace):
-    from tests.integration.conftest import free_port
+    from tests.worker_process import free_port
 
     worker = await workers(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere").wait_ready()
     async with http.get(f"{worker.url}/health/ready") as response:

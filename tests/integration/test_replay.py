@@ -12,7 +12,8 @@ import uuid
 from aiokafka.admin import AIOKafkaAdminClient
 from yarl import URL
 
-from tests.integration.conftest import REPO, wait_until
+from tests.integration.conftest import wait_until
+from tests.worker_process import REPO
 
 RECORD_SQL = "SELECT id::text, event_timestamp FROM timestamp_records ORDER BY id"
 

@@ -7,13 +7,13 @@ spans in memory and serves them at GET /test/spans.
 from __future__ import annotations
 
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, Worker, wait_until
+from tests.integration.conftest import wait_until
+from tests.worker_process import REPO, Worker
 
 POST_ROUTE = "POST /api/v1/timestamp/{value}"
 DB_SPAN = "INSERT timestamp_records"
@@ -23,15 +23,9 @@ KINDS = {"SERVER", "PRODUCER", "CONSUMER", "CLIENT"}
 class TracedWorker(Worker):
     """A worker started through the test-only launcher that exposes its spans."""
 
-    def start(self) -> "TracedWorker":
-        self.log_file = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "integration" / "traced_worker.py"), "worker",
-             "--web-host", "127.0.0.1", "--web-port", str(self.port), "-l", "info"],
-            cwd=REPO, env={**self.env, "WORKER_DATA_DIR": str(self.log_path.parent / f"data-{self.port}")},
-            stdout=self.log_file, stderr=subprocess.STDOUT,
-        )
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, str(REPO / "tests" / "integration" / "traced_worker.py"), "worker",
+                "--web-host", "127.0.0.1", "--web-port", str(self.port), "-l", "info"]
 
 
 @pytest.fixture

@@ -1,0 +1,78 @@
+"""A `faust -A app.main worker` subprocess, for the integration tests and the chaos run."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Worker:
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "faust", "-A", "app.main", "worker",
+                "--web-host", "127.0.0.1", "--web-port", str(self.port), "-l", "info"]
+
+    def start(self) -> "Worker":
+        self.log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.command(), cwd=REPO,
+            env={**self.env, "WORKER_DATA_DIR": str(self.log_path.parent / f"data-{self.port}")},
+            stdout=self.log_file, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_ready(self, timeout: float = 60) -> "Worker":
+        """Until the worker has joined its group and recovered its tables."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            if "[^Worker]: Ready" in self.log():
+                return self
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"worker on port {self.port} not ready after {timeout}s; see {self.log_path}")
+
+    def signal(self, sig: int) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.process:
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "log_file", None):
+            self.log_file.close()
