@@ -47,6 +47,8 @@ def _route(request: web.Request) -> str:
 
 
 async def _handle(request: web.Request, handler) -> web.StreamResponse:
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return json_error(413, "request_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
     if API_KEYS and auth.needs_key(request.method, request.path, settings.auth_protect):
         if not auth.is_valid(auth.presented_key(request.headers), API_KEYS):
             return json_error(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",

@@ -133,3 +133,16 @@ async def test_exactly_once_guarantee_round_trip(workers, http, namespace):
         await get_when_persisted(http, worker.url, command_id)
     await namespace.wait_for_records(5)
     assert "TransactionManager" in worker.log()
+
+
+async def test_oversized_requests_are_refused(worker, http):
+    async with http.post(f"{worker.url}/api/v1/timestamp", data=b"x" * (65 * 1024)) as response:
+        assert response.status == 413
+        assert (await response.json())["error"] == "request_too_large"
+    # Request line and header limits are enforced by aiohttp's parser before any view runs.
+    async with http.get(f"{worker.url}/api/v1/timestamp/{'9' * 5000}") as response:
+        assert 400 <= response.status < 500
+    async with http.get(f"{worker.url}/health", headers={"X-Big": "y" * 9000}) as response:
+        assert 400 <= response.status < 500
+    async with http.get(f"{worker.url}/health") as response:  # and the worker is fine
+        assert response.status == 200
