@@ -108,7 +108,7 @@ def github_slug(heading: str) -> str:
 EXPECTED_ALERTS = {
     "HighHttpErrorRate", "PublishFailures", "EndToEndLatencyP95High", "EndToEndLatencyP99High",
     "HighDatabaseWriteLatency", "ConsumerLagHigh", "ConsumerLagGrowing", "HighInvalidEventRate",
-    "DatabaseWriteFailures", "WorkerDown", "NoWorkers",
+    "DatabaseWriteFailures", "CircuitBreakerOpen", "DeadLettersArriving", "WorkerDown", "NoWorkers",
 }
 
 
@@ -188,7 +188,8 @@ DOCUMENTED_METRICS = {
     "timestamp_commands_published_total", "timestamp_command_publish_failures_total",
     "timestamp_events_processed_total", "timestamp_batch_size_events", "timestamp_db_write_duration_seconds",
     "timestamp_db_write_failures_total", "timestamp_end_to_end_latency_seconds",
-    "timestamp_consumer_lag_messages", "timestamp_table_keys",
+    "timestamp_consumer_lag_messages", "timestamp_table_keys", "timestamp_circuit_breaker_state",
+    "timestamp_dead_letters_total",
 }
 
 
@@ -196,7 +197,7 @@ def test_rule_reader_finds_one_expression_per_rule():
     text = RULES.read_text()
     count = len(re.findall(r"^\s*- (record|alert):", text, re.M))
     exprs = rule_expressions()
-    assert len(exprs) == count == 27
+    assert len(exprs) == count == 29
     assert all(e and not e.startswith(("|", ">", '"', "'")) for e in exprs)
     assert 'absent(up{job="timestamp-pipeline"} == 1)' in exprs
 
