@@ -47,6 +47,9 @@ class PipelineApp(faust.App):
         await super().on_stop()
 
 
+# How long Kafka clients wait for one request; a POST gives up sooner (PUBLISH_TIMEOUT_SECONDS).
+KAFKA_REQUEST_TIMEOUT_SECONDS = max(30.0, settings.publish_timeout_seconds * 3)
+
 # The topic is the golden record: by default nothing is ever deleted from it.
 COMMAND_TOPIC_CONFIG = {"retention.ms": str(settings.command_topic_retention_ms)}
 
@@ -63,7 +66,7 @@ app = PipelineApp(
     producer_acks=-1,
     broker_session_timeout=settings.kafka_session_timeout_seconds,
     broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
-    producer_request_timeout=max(30.0, settings.publish_timeout_seconds * 3),
+    producer_request_timeout=KAFKA_REQUEST_TIMEOUT_SECONDS,
     web_in_thread=False,
     web_application_options=WEB_APPLICATION_OPTIONS,
     logging_config=logging_config(settings.log_format, settings.log_level, settings.service_name),
@@ -79,9 +82,7 @@ def _create_data_dir(sender: faust.App, **kwargs) -> None:
     sender.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
 
 
-command_publisher = CommandPublisher(
-    settings.kafka_bootstrap_servers, request_timeout_seconds=max(30.0, settings.publish_timeout_seconds * 3)
-)
+command_publisher = CommandPublisher(settings.kafka_bootstrap_servers, KAFKA_REQUEST_TIMEOUT_SECONDS)
 
 database = Database(
     settings.database_url,
