@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import Callable, Mapping, TypeVar
-
-T = TypeVar("T")
+from typing import Callable, Mapping
 
 
 class SettingsError(ValueError):
@@ -121,6 +119,16 @@ SETTINGS: dict[str, Setting] = {
                 "Faust processing guarantee; PostgreSQL writes are idempotent either way."),
         Setting("PUBLISH_TIMEOUT_SECONDS", "10", _positive_float,
                 "How long a POST waits for the broker's acknowledgement before answering 503."),
+        Setting("MAX_MESSAGE_BYTES", "1048576", _positive_int,
+                "Largest command message value decoded; a larger one is invalid (dead-lettered)."),
+        Setting("MAX_JSON_DEPTH", "32", _positive_int,
+                "Deepest JSON nesting decoded in a command message; a deeper one is invalid."),
+        Setting("SHUTDOWN_TIMEOUT_SECONDS", "30", _positive_float,
+                "Longest a worker takes to stop after SIGTERM, whatever it is doing; nothing unprocessed is committed."),
+        Setting("AUDIT_INTERVAL_SECONDS", "60", _positive_float,
+                "How often a worker audits its partitions' committed offsets against processed_events."),
+        Setting("AUDIT_WINDOW_MESSAGES", "100000", _positive_int,
+                "Offsets below the committed offset that the worker's audit checks per partition (python -m app audit checks all)."),
         Setting("DATABASE_POOL_SIZE", "10", _positive_int,
                 "Maximum PostgreSQL connections per worker."),
         Setting("DATABASE_TIMEOUT_SECONDS", "10", _positive_float,
@@ -166,6 +174,11 @@ class Settings:
     worker_data_dir: str
     processing_guarantee: str
     publish_timeout_seconds: float
+    max_message_bytes: int
+    max_json_depth: int
+    shutdown_timeout_seconds: float
+    audit_interval_seconds: float
+    audit_window_messages: int
     database_pool_size: int
     database_timeout_seconds: float
     database_retry_max_seconds: float
