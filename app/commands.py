@@ -8,7 +8,9 @@ messages in the seed's format are accepted whatever their key.
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from app.records import TimestampCommand
@@ -17,6 +19,34 @@ from app.timestamps import InvalidTimestamp, format_rfc3339, parse_rfc3339
 
 class InvalidCommand(ValueError):
     """A message that can never be processed; the text says why."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds on what the decoder reads, so no value can exhaust memory or the stack."""
+
+    max_bytes: int = 1024 * 1024
+    max_depth: int = 32
+
+
+# A JSON string, escapes included: brackets inside strings do not nest.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+
+
+def _nests_deeper_than(value: bytes, max_depth: int) -> bool:
+    """Whether the JSON text opens more than `max_depth` arrays/objects inside each other."""
+    if value.count(b"[") + value.count(b"{") <= max_depth:
+        return False  # the common case, at C speed
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", value):
+        if byte in _OPEN:
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif byte in _CLOSE:
+            depth -= 1
+    return False
 
 
 def encode_command(command_id: uuid.UUID, event_timestamp: str, received_at: datetime) -> bytes:
@@ -31,13 +61,22 @@ def encode_command(command_id: uuid.UUID, event_timestamp: str, received_at: dat
     ).encode()
 
 
-def decode_command(value: bytes | None, correlation_id: str | None = None) -> TimestampCommand:
-    """Validate one message value into a command, or raise InvalidCommand."""
+def decode_command(value: bytes | None, correlation_id: str | None = None,
+                   limits: DecodeLimits = DecodeLimits()) -> TimestampCommand:
+    """Validate one message value into a command, or raise InvalidCommand.
+
+    Every failure to decode is InvalidCommand: size and nesting are checked before
+    the JSON parser runs (json.loads recurses once per level).
+    """
     if value is None:
         raise InvalidCommand("message has no value")
+    if len(value) > limits.max_bytes:
+        raise InvalidCommand(f"message value is {len(value)} bytes, more than the {limits.max_bytes} allowed")
+    if _nests_deeper_than(value, limits.max_depth):
+        raise InvalidCommand(f"message value nests deeper than {limits.max_depth} levels")
     try:
         body = json.loads(value)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError):
         raise InvalidCommand("message value is not JSON") from None
     if not isinstance(body, dict):
         raise InvalidCommand("message value is not a JSON object")

@@ -45,12 +45,20 @@ _INSERT_PROCESSED_EVENTS = """
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: the server went away, timed out or asked us to retry."""
+    """Failures of the database rather than of the data: retried, then the circuit breaker.
+
+    The server went away, timed out or asked us to retry; or the schema or
+    privileges are wrong (ProgrammingError: every statement is parameterised, so
+    no message can cause one), which an operator fixes. Anything else (DataError,
+    IntegrityError, ...) may be the data's fault, and the sink isolates it.
+    """
     return isinstance(
         exc,
         (
             psycopg2.OperationalError,
             psycopg2.InterfaceError,
+            psycopg2.InternalError,
+            psycopg2.ProgrammingError,
             psycopg2.errors.SerializationFailure,
             psycopg2.errors.DeadlockDetected,
             asyncio.TimeoutError,

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.enrichment import ConsumedMessage
+from app.enrichment import ConsumedMessage, describe_error
 from app.records import ProcessedEvent
 
 REASON = "dlq.reason"
+ERROR_TYPE = "dlq.error.type"
+ERROR_MESSAGE = "dlq.error.message"
+PROCESSING_ERROR = "processing_error"  # the reason of a message whose processing raised
 ORIGINAL_TOPIC = "dlq.original.topic"
 ORIGINAL_PARTITION = "dlq.original.partition"
 ORIGINAL_OFFSET = "dlq.original.offset"
@@ -28,14 +31,18 @@ class DeadLetter:
     headers: list[tuple[str, bytes]]
 
 
-def dead_letter(message: ConsumedMessage, event: ProcessedEvent) -> DeadLetter:
-    """The dead letter of an invalid message (pure)."""
+def dead_letter(message: ConsumedMessage, event: ProcessedEvent, error: BaseException | None = None) -> DeadLetter:
+    """The dead letter of an invalid message, or of one whose processing raised `error` (pure)."""
+    reason = PROCESSING_ERROR if error is not None else (event.error or event.status)
     headers = [
-        (REASON, (event.error or event.status).encode()),
+        (REASON, reason.encode()),
         (ORIGINAL_TOPIC, message.source.topic.encode()),
         (ORIGINAL_PARTITION, str(message.source.partition).encode()),
         (ORIGINAL_OFFSET, str(message.source.offset).encode()),
     ]
+    if error is not None:
+        headers.append((ERROR_TYPE, type(error).__name__.encode()))
+        headers.append((ERROR_MESSAGE, describe_error(error).encode()))
     if event.correlation_id:
         headers.append((CORRELATION_ID, event.correlation_id.encode()))
     return DeadLetter(message.key, message.value, headers)
@@ -43,7 +50,7 @@ def dead_letter(message: ConsumedMessage, event: ProcessedEvent) -> DeadLetter:
 
 def describe(headers) -> dict[str, str]:
     """The dead-letter headers of a message, decoded."""
-    wanted = {REASON, ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, CORRELATION_ID}
+    wanted = {REASON, ERROR_TYPE, ERROR_MESSAGE, ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, CORRELATION_ID}
     return {name: value.decode("utf-8", "replace") for name, value in headers or () if name in wanted}
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable
 
-from app.commands import InvalidCommand, decode_command
+from app.commands import DecodeLimits, InvalidCommand, decode_command
 from app.correlation import from_kafka_headers
 from app.records import ProcessedEvent, SourcePosition, TimestampCommand, TimestampRecord
 
@@ -38,7 +38,7 @@ class BatchPlan:
     """What one batch will write: records to insert, and the messages skipped."""
 
     records: list[TimestampRecord] = field(default_factory=list)
-    skipped: list[ProcessedEvent] = field(default_factory=list)  # invalid, or repeated in the batch
+    skipped: list[ProcessedEvent] = field(default_factory=list)  # invalid, failed, or repeated in the batch
 
     def processed_events(self, inserted_ids: set) -> list[ProcessedEvent]:
         """One row per message: persisted when its insert took, duplicate when the id existed."""
@@ -55,7 +55,8 @@ class BatchPlan:
         return rows + self.skipped
 
 
-def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime) -> BatchPlan:
+def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime,
+               limits: DecodeLimits = DecodeLimits()) -> BatchPlan:
     """Validate and enrich a batch of messages.
 
     Within a batch the first message of a command id wins, so the insert sees each
@@ -71,7 +72,7 @@ def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime) -> B
         positions.add(message.source)
         correlation_id = from_kafka_headers(message.headers)
         try:
-            command = decode_command(message.value, correlation_id)
+            command = decode_command(message.value, correlation_id, limits)
         except InvalidCommand as exc:
             plan.skipped.append(
                 ProcessedEvent(message.source, None, correlation_id, "invalid", processed_at, str(exc))
@@ -86,3 +87,32 @@ def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime) -> B
         seen.add(record.id)
         plan.records.append(record)
     return plan
+
+
+def unique_positions(messages: Iterable[ConsumedMessage]) -> list[ConsumedMessage]:
+    """The messages in order, each position once (a re-read can fetch a message twice)."""
+    seen = set()
+    unique = []
+    for message in messages:
+        if message.source not in seen:
+            seen.add(message.source)
+            unique.append(message)
+    return unique
+
+
+def failed_event(message: ConsumedMessage, error: BaseException, processed_at: datetime,
+                 limits: DecodeLimits = DecodeLimits()) -> ProcessedEvent:
+    """The `failed` row of a message whose processing raised: what is known of it, and the error."""
+    correlation_id = from_kafka_headers(message.headers)
+    try:
+        event_id = decode_command(message.value, correlation_id, limits).command_id
+    except InvalidCommand:
+        event_id = None
+    return ProcessedEvent(message.source, event_id, correlation_id, "failed", processed_at, describe_error(error))
+
+
+def describe_error(error: BaseException, limit: int = 500) -> str:
+    """`Type: message`, one line, bounded, without NUL (PostgreSQL text refuses it)."""
+    text = f"{type(error).__name__}: {error}".replace("\x00", "\\0")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,13 +1,37 @@
 """Fixes for faust-streaming 0.15 that the no-loss guarantee depends on.
 
-1. Skipped messages are acknowledged. During a rebalance Faust's stream skips
-   messages that arrive while flow control is suspended or that belong to the
-   previous consumer generation, and acknowledges them ("otherwise the lag
-   would increase"). They were never processed, yet their offsets then count as
-   done and are committed. Under the same two conditions an acknowledgement is
-   now released (so the rebalance does not wait for it) without its offset
-   counting: the partition is read again from the committed offset, and the
-   idempotent writes absorb whatever was in fact processed.
+Which stream iterator: faust-streaming ships a Cython `StreamIterator`
+(`faust/_cython/streams.pyx`), used unless `NO_CYTHON` is set or it fails to
+import; its `after()` does the per-event ack bookkeeping inline instead of
+calling `Consumer.ack`. The fixes hold on both paths, and the crash test runs on
+both (`tests/integration/test_agent_crash.py`); `stream_iterator()` says which
+one a worker uses, and the worker logs it at start.
+
+0. The stream never acknowledges on its own (`ManualAckStream`, installed with
+   Faust's public `Stream` setting). Faust's `take`/`noack_take` implement
+   manual acks by setting the stream-wide `Stream.enable_acks` to False while
+   a background task (the passive drainer) iterates the stream and acks every
+   event it passes on when that flag is True. When the agent body raises, its
+   `noack_take` generator is finalized and its `finally` restores
+   `enable_acks=True` and removes the buffering processor, while the drainer
+   keeps running. Until the supervisor restarts the agent, the drainer acks
+   every message already fetched, unprocessed; once the head of the partition
+   is acknowledged (after a re-read), the commit moves past all of them. Both
+   iterators do this (the Cython one in `after()`, the Python one in the
+   `finally` of `_py_aiter`). With `enable_acks` pinned to False only
+   `stream.ack(event)` acknowledges, and the agent calls it after the commit.
+   (faust-streaming/faust#315, robinhood/faust#604.)
+
+1. Skipped messages are acknowledged. During a rebalance the Python iterator
+   skips messages that arrive while flow control is suspended or that belong
+   to the previous consumer generation, and acknowledges them ("otherwise the
+   lag would increase"); the Cython iterator skips them without tracking or
+   acknowledging them. Under the same two conditions `Consumer.ack` now
+   releases an acknowledgement (so a rebalance does not wait for it) without
+   its offset counting: this also covers the agent's own acks of a batch whose
+   partition was revoked while it was written. The partition is read again from
+   the committed offset, and the idempotent writes absorb whatever was in fact
+   processed.
 
 2. Commits jump a gap at the head. `Consumer._new_offset` only refuses to commit
    past unacknowledged messages at the head when the committed offset is truthy
@@ -21,20 +45,24 @@
    messages fetched before the rebalance and dropped by it. Such partitions are
    now sought to their earliest offset, which is where they would start anyway.
 
-4. A skipped message is not always fetched again after the rebalance, leaving
+4. A message that was never processed is not always fetched again (skipped in
+   a rebalance, or dropped from the buffer of an agent that crashed), leaving
    its partition stalled behind it: `resume_stalled_partitions` seeks such a
    partition back to its committed offset (re-reading is harmless: writes are
    idempotent).
 
 Seen before the fixes as commands missing from PostgreSQL after two workers
-rebalanced, with the group's offsets at the end of the topic;
-`tests/integration/test_workers.py` rebalances workers under load to check it.
+rebalanced, and after an agent raised, with the group's offsets at the end of
+the topic; `tests/integration/test_workers.py` and
+`tests/integration/test_agent_crash.py` check both.
 """
 
 from __future__ import annotations
 
 import time
 
+import faust
+from faust import streams as faust_streams
 from faust.transport.consumer import Consumer
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
@@ -72,6 +100,23 @@ async def _perform_seek_from_start_when_uncommitted(self: Consumer) -> None:
     if uncommitted:
         for tp, offset in (await self.earliest_offsets(*uncommitted)).items():
             await self.seek(tp, offset)
+
+
+class ManualAckStream(faust.Stream):
+    """A stream whose events are acknowledged only by `stream.ack(event)` (fix 0)."""
+
+    @property
+    def enable_acks(self) -> bool:
+        return False
+
+    @enable_acks.setter
+    def enable_acks(self, value: bool) -> None:
+        pass  # take()/noack_take() toggle it, and restore it from a finally that may run late
+
+
+def stream_iterator() -> str:
+    """`cython` or `python`: the stream iterator this process uses."""
+    return "cython" if faust_streams._CStreamIterator is not None else "python"
 
 
 def apply() -> None:

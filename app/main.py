@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import warnings
 
 import faust
@@ -30,6 +33,8 @@ class PipelineApp(faust.App):
     """faust.App that creates the command and dead-letter topics before it subscribes."""
 
     async def on_first_start(self) -> None:
+        log.info("Stream iterator: %s", faust_fixes.stream_iterator())
+        await database.migrate()
         # Before the consumer subscribes: a topic created later would be missed
         # by the first assignment until the next metadata refresh (minutes).
         for topic in (settings.command_topic, settings.dead_letter_topic):
@@ -43,8 +48,38 @@ class PipelineApp(faust.App):
         await super().on_first_start()
 
     async def on_stop(self) -> None:
+        # Faust calls this first when the worker stops (SIGTERM included).
+        shutdown_deadline.start()
         await command_publisher.stop()
         await super().on_stop()
+
+
+class ShutdownDeadline:
+    """Ends the process when stopping takes longer than SHUTDOWN_TIMEOUT_SECONDS.
+
+    A thread, so it fires even if the event loop is stuck. Exiting commits
+    nothing: whatever was not acknowledged is read again by the next owner.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._timer: threading.Timer | None = None
+
+    def start(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.seconds, self._exit)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _exit(self) -> None:
+        log.warning("Shutdown did not finish within %.0f s (SHUTDOWN_TIMEOUT_SECONDS); exiting now. "
+                    "Nothing unprocessed was committed: the next owner reads it again", self.seconds)
+        logging.shutdown()
+        os._exit(0)
+
+
+log = logging.getLogger(__name__)
+shutdown_deadline = ShutdownDeadline(settings.shutdown_timeout_seconds)
 
 
 # How long Kafka clients wait for one request; a POST gives up sooner (PUBLISH_TIMEOUT_SECONDS).
@@ -68,6 +103,13 @@ app = PipelineApp(
     broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
     producer_request_timeout=KAFKA_REQUEST_TIMEOUT_SECONDS,
     web_in_thread=False,
+    # Acks only from the agent, after the commit (app/faust_fixes.py, fix 0).
+    Stream=faust_fixes.ManualAckStream,
+    # Do not wait at a rebalance or shutdown for messages that started
+    # processing: they are read again by the next owner, and writes are
+    # idempotent (Faust's documented choice for such streams). Waiting hung
+    # forever on messages that no agent would ever acknowledge.
+    stream_wait_empty=False,
     web_application_options=WEB_APPLICATION_OPTIONS,
     logging_config=logging_config(settings.log_format, settings.log_level, settings.service_name),
 )

@@ -37,6 +37,9 @@ events_processed = Counter(
 dead_letters = Counter(
     f"{PREFIX}_dead_letters_total", "Messages sent to the dead-letter topic.",
 )
+batch_splits = Counter(
+    f"{PREFIX}_batch_splits_total", "Batches split in halves to isolate messages whose processing raised.",
+)
 batch_size = Histogram(
     f"{PREFIX}_batch_size_events", "Messages per database batch.",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),

@@ -64,7 +64,7 @@ class ProcessedEvent:
     source: SourcePosition
     event_id: uuid.UUID | None
     correlation_id: str | None
-    status: str  # persisted | duplicate | invalid
+    status: str  # persisted | duplicate | invalid | failed
     processed_at: datetime
     error: str | None = None
 

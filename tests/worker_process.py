@@ -76,3 +76,12 @@ class Worker:
                 self.kill()
         if getattr(self, "log_file", None):
             self.log_file.close()
+
+
+@dataclass
+class FaultyWorker(Worker):
+    """A worker started by tests/faulty_worker.py, with the fault its env names (FAULT_STAGE, ...)."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(REPO / "tests" / "faulty_worker.py"), "worker",
+                "--web-host", "127.0.0.1", "--web-port", str(self.port), "-l", "info"]

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yarl import URL
 
 from app.topics import ensure_topic, topic_partitions
-from tests.worker_process import Worker
+from tests.worker_process import FaultyWorker, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -124,11 +124,15 @@ def namespace(bootstrap_servers: str, server_url: str) -> Namespace:
 
 @pytest.fixture
 def workers(namespace: Namespace, tmp_path: Path):
-    """Start workers with `workers(**env_overrides)`; all are stopped after the test."""
+    """Start workers with `workers(**env_overrides)`; all are stopped after the test.
+
+    With FAULT_STAGE among the overrides the worker runs tests/faulty_worker.py.
+    """
     started: list[Worker] = []
 
     def start(**overrides: str) -> Worker:
-        worker = Worker(namespace.env(**overrides), tmp_path / f"worker-{len(started)}.log").start()
+        kind = FaultyWorker if "FAULT_STAGE" in overrides else Worker
+        worker = kind(namespace.env(**overrides), tmp_path / f"worker-{len(started)}.log").start()
         started.append(worker)
         return worker
 
@@ -162,3 +166,27 @@ async def topic_end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int
         return {tp.partition: offset for tp, offset in (await consumer.end_offsets(partitions)).items()}
     finally:
         await consumer.stop()
+
+
+async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, int | None]:
+    """Partition -> the group's committed offset (None when nothing was committed); never joins the group."""
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {tp.partition: await consumer.committed(tp) for tp in partitions}
+    finally:
+        await consumer.stop()
+
+
+def offsets_without_rows(namespace: "Namespace", committed: dict[int, int | None]) -> dict[int, list[int]]:
+    """Per partition, the offsets below the committed one that have no processed_events row."""
+    rows = namespace.query('SELECT partition, "offset" FROM processed_events WHERE topic = %s', (namespace.topic,))
+    present: dict[int, set[int]] = {}
+    for partition, offset in rows:
+        present.setdefault(partition, set()).add(offset)
+    return {
+        partition: missing
+        for partition, offset in committed.items()
+        if (missing := [o for o in range(offset or 0) if o not in present.get(partition, set())])
+    }

@@ -1,0 +1,157 @@
+"""The write policy of a batch of command messages, in one place.
+
+plan (validate, enrich) -> dead-letter the invalid -> write PostgreSQL -> update
+the query table. The caller acknowledges the batch only after `write` returned.
+
+- Transient infrastructure failures (PostgreSQL or Kafka unreachable) are
+  retried where they happen, with back-off and the circuit breaker: nothing is
+  consumed meanwhile.
+- Any other exception is treated as the fault of some message in the batch:
+  the batch is split in halves until the failing messages are alone; those are
+  dead-lettered with `dlq.reason=processing_error` and recorded as `failed`, and
+  the rest is written. Writes are idempotent, so re-writing a half that had
+  partly succeeded changes nothing.
+- Nothing escapes `write` but cancellation: an exception that escaped a Faust
+  agent would let Faust commit offsets past the batch (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, Sequence
+
+from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, wait_exponential
+
+from app import metrics
+from app.commands import DecodeLimits
+from app.database import Database
+from app.dead_letters import DeadLetter, dead_letter
+from app.enrichment import BatchPlan, ConsumedMessage, failed_event, plan_batch, unique_positions
+from app.logs import log_context
+from app.records import TimestampRecord
+from app.timestamps import utc_now
+from app.tracing import database_write_span, start_processing_spans
+
+log = logging.getLogger(__name__)
+
+SendDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
+UpdateTable = Callable[[list[TimestampRecord], dict], Awaitable[None]]
+
+
+def is_kafka_outage(exc: BaseException) -> bool:
+    return isinstance(exc, (KafkaError, asyncio.TimeoutError, ConnectionError))
+
+
+class TimestampSink:
+    """Writes batches of command messages; see the module docstring for the policy."""
+
+    def __init__(self, database: Database, send_dead_letters: SendDeadLetters, update_table: UpdateTable,
+                 topic: str, limits: DecodeLimits = DecodeLimits(), retry_max_seconds: float = 30.0) -> None:
+        self.database = database
+        self._send_dead_letters = send_dead_letters
+        self._update_table = update_table
+        self.topic = topic
+        self.limits = limits
+        self.retry_max_seconds = retry_max_seconds
+
+    async def write(self, messages: Sequence[ConsumedMessage]) -> None:
+        """Process and persist every message; returns when the batch may be acknowledged.
+
+        A failure that isolation cannot place on a message (the `failed` row
+        itself cannot be written, say) is retried with back-off, holding the batch.
+        """
+        messages = unique_positions(messages)
+        spans = start_processing_spans(self.topic, [m.headers for m in messages])
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(Exception),
+                wait=wait_exponential(multiplier=0.5, max=self.retry_max_seconds),
+                before_sleep=_log_unplaced_failure,
+            ):
+                with attempt:
+                    await self._write_isolating(messages, spans)
+        finally:
+            for span in spans:
+                span.end()
+        metrics.batch_size.observe(len(messages))
+
+    async def _write_isolating(self, messages: list[ConsumedMessage], spans) -> None:
+        try:
+            await self._write_once(messages, spans)
+        except Exception as exc:
+            if len(messages) == 1:
+                await self._fail(messages[0], exc)
+                return
+            metrics.batch_splits.inc()
+            log.warning("A batch of %d messages failed (%s: %s); splitting it to find the failing ones",
+                        len(messages), type(exc).__name__, exc)
+            half = len(messages) // 2
+            await self._write_isolating(messages[:half], spans[:half])
+            await self._write_isolating(messages[half:], spans[half:])
+
+    async def _write_once(self, messages: list[ConsumedMessage], spans) -> None:
+        plan = plan_batch(messages, processed_at=utc_now(), limits=self.limits)
+        _log_skipped(plan)
+        by_position = {m.source: m for m in messages}
+        await self.send_dead_letters(
+            [dead_letter(by_position[e.source], e) for e in plan.skipped if e.status == "invalid"])
+        with database_write_span(spans):
+            started = time.monotonic()
+            inserted = await self.database.persist_batch_with_retry(plan)
+            metrics.db_write_duration.observe(time.monotonic() - started)
+        await self._update_table(plan.records, inserted)
+        _record_outcomes(plan, inserted)
+
+    async def _fail(self, message: ConsumedMessage, error: Exception) -> None:
+        """Dead-letter a message whose processing raised, and record it as failed."""
+        event = failed_event(message, error, utc_now(), self.limits)
+        with log_context(event.correlation_id, str(event.event_id) if event.event_id else None):
+            log.error("Processing %s[%d]@%d raised %s; dead-lettered as processing_error",
+                      message.source.topic, message.source.partition, message.source.offset, event.error,
+                      exc_info=error)
+        await self.send_dead_letters([dead_letter(message, event, error)])
+        await self.database.persist_batch_with_retry(BatchPlan(skipped=[event]))
+        metrics.events_processed.labels("failed").inc()
+
+    async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Send and wait for the broker, retrying while Kafka is unreachable."""
+        if not letters:
+            return
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_kafka_outage),
+            wait=wait_exponential(multiplier=0.2, max=self.retry_max_seconds),
+            before_sleep=_log_kafka_retry,
+        ):
+            with attempt:
+                await self._send_dead_letters(letters)
+        metrics.dead_letters.inc(len(letters))
+
+
+def _log_skipped(plan: BatchPlan) -> None:
+    for skipped in plan.skipped:
+        with log_context(skipped.correlation_id, str(skipped.event_id) if skipped.event_id else None):
+            log.warning("Skipped message %s[%d]@%d: %s%s", skipped.source.topic, skipped.source.partition,
+                        skipped.source.offset, skipped.status, f" ({skipped.error})" if skipped.error else "")
+
+
+def _record_outcomes(plan: BatchPlan, inserted: dict) -> None:
+    """Metrics of a committed (sub-)batch."""
+    for event in plan.processed_events(set(inserted)):
+        metrics.events_processed.labels(event.status).inc()
+    now = utc_now()
+    for record in plan.records:
+        if record.id in inserted and record.received_at is not None:
+            metrics.end_to_end_latency.observe(max(0.0, (now - record.received_at).total_seconds()))
+
+
+def _log_unplaced_failure(state) -> None:
+    log.error("Writing a batch failed in a way no message explains (%r); retrying it, nothing acknowledged",
+              state.outcome.exception())
+
+
+def _log_kafka_retry(state) -> None:
+    log.warning("Sending dead letters failed (attempt %d), retrying: %r",
+                state.attempt_number, state.outcome.exception())

@@ -1,0 +1,106 @@
+"""TEST-ONLY launcher: a worker with an injected fault. Never deploy it.
+
+    FAULT_STAGE=enrich FAULT_COMMAND_IDS=<uuid>,<uuid> python tests/faulty_worker.py worker --web-port PORT
+
+The product has no fault switch: this file patches one stage of the real
+pipeline before starting the Faust CLI of `app.main.app`, and it lives under
+tests/, which the package and the image do not contain.
+
+FAULT_STAGE:
+  enrich    a bug in enrichment: `enrich` raises RuntimeError for the marked ids
+  database  PostgreSQL refuses the data: `persist_batch` raises DataError when a marked id is in the batch
+  table     the table update raises RuntimeError when a marked id is in it
+  outage    PostgreSQL is unreachable: every `persist_batch` raises OperationalError (transient)
+  escape    a bug outside isolation: `TimestampSink.write` raises before writing a batch with a marked id
+FAULT_TIMES: how often each marked id raises (default 0: every time).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: `app` is importable
+
+import psycopg2  # noqa: E402
+
+STAGE = os.environ["FAULT_STAGE"]
+MARKED = {i.strip() for i in os.environ.get("FAULT_COMMAND_IDS", "").split(",") if i.strip()}
+TIMES = int(os.environ.get("FAULT_TIMES", "0"))
+raised: collections.Counter = collections.Counter()
+
+
+def should_raise(ids) -> str | None:
+    for command_id in map(str, ids):
+        if command_id in MARKED and (TIMES == 0 or raised[command_id] < TIMES):
+            raised[command_id] += 1
+            return command_id
+    return None
+
+
+def install() -> None:
+    if STAGE == "enrich":
+        import app.enrichment as enrichment
+
+        real_enrich = enrichment.enrich
+
+        def enrich(command, source, processed_at):
+            if should_raise([command.command_id]):
+                raise RuntimeError(f"injected fault in enrich for {command.command_id}")
+            return real_enrich(command, source, processed_at)
+
+        enrichment.enrich = enrich
+    elif STAGE in ("database", "outage"):
+        from app.database import Database
+
+        real_persist = Database.persist_batch
+
+        async def persist_batch(self, plan):
+            if STAGE == "outage":
+                raise psycopg2.OperationalError("injected outage: server closed the connection unexpectedly")
+            if should_raise([r.id for r in plan.records]):
+                raise psycopg2.errors.DataError("injected DataError: value out of range")
+            return await real_persist(self, plan)
+
+        Database.persist_batch = persist_batch
+    elif STAGE == "table":
+        import agents.persist_timestamps as agent
+
+        real_update = agent.TableWriter.update
+
+        async def update(self, records, inserted):
+            if should_raise([r.id for r in records]):
+                raise RuntimeError("injected fault in the table update")
+            return await real_update(self, records, inserted)
+
+        agent.TableWriter.update = update
+    elif STAGE == "escape":
+        from app.commands import decode_command
+        from app.sink import TimestampSink
+
+        real_write = TimestampSink.write
+
+        async def write(self, messages):
+            ids = []
+            for message in messages:
+                try:
+                    ids.append(decode_command(message.value).command_id)
+                except ValueError:
+                    pass
+            if should_raise(ids):
+                raise RuntimeError("injected fault escaping the sink")
+            return await real_write(self, messages)
+
+        TimestampSink.write = write
+    else:
+        raise SystemExit(f"FAULT_STAGE={STAGE!r}: not a known stage")
+
+
+from app.main import app  # noqa: E402
+
+install()
+
+if __name__ == "__main__":
+    app.main()  # the Faust CLI, reading sys.argv
