@@ -28,6 +28,7 @@ async def persist_timestamps(stream):
     on its own, see app/faust_fixes.py), and `sink.write` raises nothing but
     cancellation, so the loop never exits with a batch half done.
     """
+    await database.migrate_when_reachable()  # consumes nothing until the schema is there
     table_writer = TableWriter(stream)
     sink = TimestampSink(
         database, send_dead_letters, table_writer.update, settings.command_topic,

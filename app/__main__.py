@@ -5,6 +5,10 @@
     python -m app rebuild-table
     python -m app dead-letters list
     python -m app dead-letters republish PARTITION:OFFSET [...]
+    python -m app audit [--repair] [--json] [--topic T] [--group G] [--database-url URL]
+
+Exit codes: 0 done (audit: no gaps), 1 the audit found gaps, 2 usage or
+configuration error, 3 the audit could not read Kafka or PostgreSQL.
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     again = dead_commands.add_parser("republish", help="publish dead letters to the command topic again")
     again.add_argument("positions", nargs="+", metavar="PARTITION:OFFSET",
                        help="positions in the dead-letter topic, as printed by `list`")
+    audit = commands.add_parser(
+        "audit", help="find messages below the group's committed offset without a processed_events row "
+        "(exit 1 when there are any)")
+    audit.add_argument("--topic", help="topic to audit (default: COMMAND_TOPIC)")
+    audit.add_argument("--group", help="consumer group whose committed offsets are audited (default: APP_ID)")
+    audit.add_argument("--database-url", help="database to audit (default: DATABASE_URL)")
+    audit.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    audit.add_argument("--repair", action="store_true",
+                       help="replay exactly the missing ranges (idempotent), then audit again")
     return parser
 
 
@@ -61,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "dead-letters":
         return asyncio.run(_dead_letters(settings, args))
+
+    if args.command == "audit":
+        return asyncio.run(_audit(settings, args, Database(args.database_url or settings.database_url)))
 
     from app.replay import ReplayError, parse_start, parse_stop, rebuild_table
 
@@ -108,6 +124,52 @@ async def _dead_letters(settings, args) -> int:
                             settings.command_topic)
     print(f"republished {count} dead letters to {settings.command_topic}")
     return 0
+
+
+async def _audit(settings, args, database) -> int:
+    import json
+
+    import psycopg2
+    from aiokafka.errors import KafkaError
+
+    from app.audit import AuditError, KafkaView, audit, isolation_level
+    from app.replay import replay_ranges
+    from app.topics import topic_partitions
+
+    topic, group = args.topic or settings.command_topic, args.group or settings.app_id
+    try:
+        partitions = await topic_partitions(settings.kafka_bootstrap_servers, topic)
+        if not partitions:
+            print(f"error: topic {topic!r} does not exist", file=sys.stderr)
+            return 2
+        kafka = KafkaView(settings.kafka_bootstrap_servers, topic, isolation_level(settings.processing_guarantee))
+        async with kafka:
+            report = await audit(kafka, database, group, partitions)
+            repair = None
+            if args.repair and report.missing:
+                if not args.json:
+                    print("\n".join(report.lines()) + "\n\nrepairing (replaying exactly these ranges):")
+                summary = await replay_ranges(settings.kafka_bootstrap_servers, topic, database, report.ranges(),
+                                              progress=not args.json and sys.stderr.isatty())
+                repair = {"ranges": {p: [list(r) for r in spans] for p, spans in report.ranges().items()},
+                          "events_read": summary.events_read, "rows_inserted": summary.rows_inserted,
+                          "rows_already_present": summary.rows_already_present, "invalid": summary.invalid}
+                if not args.json:
+                    print("\n".join(summary.lines()) + "\n\naudit after the repair:")
+                report = await audit(kafka, database, group, partitions)
+    except (AuditError, KafkaError, psycopg2.Error, OSError, asyncio.TimeoutError) as exc:
+        print(f"error: the audit could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        await database.close()
+    if args.json:
+        print(json.dumps({**report.as_dict(), **({"repair": repair} if repair else {})}))
+    else:
+        print("\n".join(report.lines()))
+    if not report.committed_any:
+        print(f"warning: group {group!r} has no committed offset on {topic}: nothing was audited "
+              "(check --group)", file=sys.stderr)
+    return 1 if report.missing else 0
 
 
 async def _run_replay(settings, database, args, start, stop):

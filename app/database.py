@@ -12,7 +12,7 @@ import aiopg
 import psycopg2
 import psycopg2.errors
 import psycopg2.extras
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, wait_exponential
 
 from app import metrics
 from app.circuit_breaker import CircuitBreaker
@@ -70,6 +70,10 @@ def is_transient(exc: BaseException) -> bool:
 def _log_retry(state) -> None:
     metrics.db_write_failures.inc()
     log.warning("Batch write failed (attempt %d), retrying: %r", state.attempt_number, state.outcome.exception())
+
+
+def _log_migration_retry(state) -> None:
+    log.warning("Database migrations failed (attempt %d), retrying: %r", state.attempt_number, state.outcome.exception())
 
 
 def apply_migrations(database_url: str) -> list[str]:
@@ -131,6 +135,16 @@ class Database:
             if applied:
                 log.info("Applied database migrations: %s", ", ".join(applied))
             self._migrated = True
+
+    async def migrate_when_reachable(self) -> None:
+        """migrate(), retried with back-off until PostgreSQL answers (a worker starts without it)."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.5, max=self.retry_max_seconds),
+            before_sleep=_log_migration_retry,
+        ):
+            with attempt:
+                await self.migrate()
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -17,6 +17,7 @@ from app.records import ProcessedEvent
 REASON = "dlq.reason"
 ERROR_TYPE = "dlq.error.type"
 ERROR_MESSAGE = "dlq.error.message"
+VALUE_OMITTED = "dlq.value.omitted"
 PROCESSING_ERROR = "processing_error"  # the reason of a message whose processing raised
 ORIGINAL_TOPIC = "dlq.original.topic"
 ORIGINAL_PARTITION = "dlq.original.partition"
@@ -29,6 +30,10 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+
+    def without_value(self, why: BaseException) -> "DeadLetter":
+        """The same letter with no value, saying why (the original stays in the command topic)."""
+        return DeadLetter(self.key, None, self.headers + [(VALUE_OMITTED, type(why).__name__.encode())])
 
 
 def dead_letter(message: ConsumedMessage, event: ProcessedEvent, error: BaseException | None = None) -> DeadLetter:
@@ -50,7 +55,7 @@ def dead_letter(message: ConsumedMessage, event: ProcessedEvent, error: BaseExce
 
 def describe(headers) -> dict[str, str]:
     """The dead-letter headers of a message, decoded."""
-    wanted = {REASON, ERROR_TYPE, ERROR_MESSAGE, ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, CORRELATION_ID}
+    wanted = {REASON, ERROR_TYPE, ERROR_MESSAGE, VALUE_OMITTED, ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, CORRELATION_ID}
     return {name: value.decode("utf-8", "replace") for name, value in headers or () if name in wanted}
 
 

@@ -34,16 +34,16 @@ class PipelineApp(faust.App):
 
     async def on_first_start(self) -> None:
         log.info("Stream iterator: %s", faust_fixes.stream_iterator())
-        await database.migrate()
         # Before the consumer subscribes: a topic created later would be missed
         # by the first assignment until the next metadata refresh (minutes).
-        for topic in (settings.command_topic, settings.dead_letter_topic):
+        for topic, config in ((settings.command_topic, COMMAND_TOPIC_CONFIG),
+                              (settings.dead_letter_topic, DEAD_LETTER_TOPIC_CONFIG)):
             await ensure_topic(
                 settings.kafka_bootstrap_servers,
                 topic,
                 settings.command_topic_partitions,
                 settings.kafka_replication_factor,
-                COMMAND_TOPIC_CONFIG,
+                config,
             )
         await super().on_first_start()
 
@@ -87,6 +87,11 @@ KAFKA_REQUEST_TIMEOUT_SECONDS = max(30.0, settings.publish_timeout_seconds * 3)
 
 # The topic is the golden record: by default nothing is ever deleted from it.
 COMMAND_TOPIC_CONFIG = {"retention.ms": str(settings.command_topic_retention_ms)}
+# A dead letter is its message plus headers, so it may exceed the broker's
+# default limit that the message itself met; room for that, and a producer that
+# may send it. (A letter refused anyway is sent without its value, app/sink.py.)
+DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
+DEAD_LETTER_TOPIC_CONFIG = {**COMMAND_TOPIC_CONFIG, "max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
 
 app = PipelineApp(
     settings.app_id,
@@ -102,6 +107,7 @@ app = PipelineApp(
     broker_session_timeout=settings.kafka_session_timeout_seconds,
     broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
     producer_request_timeout=KAFKA_REQUEST_TIMEOUT_SECONDS,
+    producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,
     web_in_thread=False,
     # Acks only from the agent, after the commit (app/faust_fixes.py, fix 0).
     Stream=faust_fixes.ManualAckStream,
@@ -163,6 +169,7 @@ def consumer_lag() -> list[tuple[str, int, int]]:
 
 # Register agents, tables and views (they import `app` from this module).
 import agents.persist_timestamps  # noqa: E402,F401
+import agents.audit_offsets  # noqa: E402,F401
 import tables.timestamps  # noqa: E402,F401
 import web.event_views  # noqa: E402,F401
 import web.health  # noqa: E402,F401

@@ -69,6 +69,35 @@ def record_breaker_transition(old, new) -> None:
     circuit_breaker_transitions.labels(old.name.lower(), new.name.lower()).inc()
 
 
+audit_gap_messages = Gauge(
+    f"{PREFIX}_audit_gap_messages",
+    "Messages below the group's committed offset without a processed_events row (confirmed in Kafka), "
+    "in the last AUDIT_WINDOW_MESSAGES offsets of each partition assigned to this worker.",
+    ["topic", "partition"],
+)
+audit_last_success = Gauge(
+    f"{PREFIX}_audit_last_success_timestamp_seconds", "Unix time at which this worker's offset audit last completed.",
+)
+_audit_labels: set[tuple[str, str]] = set()
+
+
+def forget_audit_partitions(topic: str, partitions) -> None:
+    """Drop the audit figures of partitions this worker no longer owns (their new owner reports them)."""
+    keep = {(topic, str(p)) for p in partitions}
+    for labels in _audit_labels - keep:
+        audit_gap_messages.remove(*labels)
+    _audit_labels.intersection_update(keep)
+
+
+def record_audit(topic: str, missing: dict[int, int]) -> None:
+    """The result of one audit of this worker's partitions (partition -> missing messages)."""
+    forget_audit_partitions(topic, missing)
+    for partition, value in missing.items():
+        audit_gap_messages.labels(topic, str(partition)).set(value)
+        _audit_labels.add((topic, str(partition)))
+    audit_last_success.set_to_current_time()
+
+
 for outcome in ("persisted", "duplicate", "invalid", "failed"):
     events_processed.labels(outcome)  # present at zero before the first event
 

@@ -92,8 +92,7 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
                  batch_size: int = 1000, progress: bool = True) -> ReplaySummary:
     """Replay [start, stop) of every partition of `topic` into `database`."""
     await database.migrate()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_poll_records=batch_size)
+    consumer = _consumer(bootstrap_servers, batch_size)
     await consumer.start()
     summary = ReplaySummary()
     started = asyncio.get_running_loop().time()
@@ -115,37 +114,76 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
         else:
             starts = await _offsets_at(consumer, tps, start, ends)
         stops = dict(ends) if stop == "latest" else await _offsets_at(consumer, tps, stop, ends)
-        remaining = {tp: stops[tp] for tp in tps if starts[tp] < stops[tp]}
-        summary.partitions = {tp.partition: (starts[tp], stops[tp]) for tp in tps}
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        total = sum(stops[tp] - starts[tp] for tp in remaining)
+        bounds = {tp: (starts[tp], stops[tp]) for tp in tps}
+        summary.partitions = {tp.partition: bounds[tp] for tp in tps}
+        total = sum(max(0, stops[tp] - starts[tp]) for tp in tps)
         with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
-            while remaining:
-                fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size)
-                messages = [
-                    ConsumedMessage(SourcePosition(topic, tp.partition, record.offset), record.value, record.headers)
-                    for tp, records in fetched.items()
-                    for record in records
-                    if record.offset < remaining.get(tp, -1)
-                ]
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= remaining[tp]:
-                        del remaining[tp]
-                if not messages:
-                    continue
-                plan = plan_batch(messages, processed_at=utc_now())
-                inserted = await database.persist_batch_with_retry(plan)
-                invalid = sum(1 for e in plan.skipped if e.status == "invalid")
-                summary.events_read += len(messages)
-                summary.rows_inserted += len(inserted)
-                summary.invalid += invalid
-                summary.rows_already_present += len(messages) - len(inserted) - invalid
-                bar.update(len(messages))
+            await _copy(consumer, topic, database, bounds, summary, bar, batch_size)
     finally:
         await consumer.stop()
         summary.seconds = asyncio.get_running_loop().time() - started
     return summary
+
+
+async def replay_ranges(bootstrap_servers: str, topic: str, database: Database,
+                        ranges: dict[int, list[tuple[int, int]]], batch_size: int = 1000,
+                        progress: bool = True) -> ReplaySummary:
+    """Replay exactly the given [start, stop) ranges per partition (the audit's repair); idempotent."""
+    await database.migrate()
+    consumer = _consumer(bootstrap_servers, batch_size)
+    await consumer.start()
+    summary = ReplaySummary()
+    started = asyncio.get_running_loop().time()
+    ranges = {p: sorted(spans) for p, spans in ranges.items() if spans}
+    summary.partitions = {p: (spans[0][0], spans[-1][1]) for p, spans in ranges.items()}
+    try:
+        total = sum(stop - start for spans in ranges.values() for start, stop in spans)
+        with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
+            # Round i replays the i-th range of every partition that has one.
+            for i in range(max(map(len, ranges.values()), default=0)):
+                bounds = {TopicPartition(topic, p): spans[i] for p, spans in ranges.items() if i < len(spans)}
+                consumer.assign(list(bounds))
+                await _copy(consumer, topic, database, bounds, summary, bar, batch_size)
+    finally:
+        await consumer.stop()
+        summary.seconds = asyncio.get_running_loop().time() - started
+    return summary
+
+
+def _consumer(bootstrap_servers: str, batch_size: int) -> AIOKafkaConsumer:
+    # No group_id: explicit assignment, nothing committed, the live group untouched.
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                            auto_offset_reset="earliest", max_poll_records=batch_size)
+
+
+async def _copy(consumer: AIOKafkaConsumer, topic: str, database: Database,
+                bounds: dict[TopicPartition, tuple[int, int]], summary: ReplaySummary, bar,
+                batch_size: int) -> None:
+    """Write [start, stop) of each assigned partition in `bounds` to `database`, a batch at a time."""
+    for tp, (start, _) in bounds.items():
+        consumer.seek(tp, start)
+    remaining = {tp: stop for tp, (start, stop) in bounds.items() if start < stop}
+    while remaining:
+        fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size)
+        messages = [
+            ConsumedMessage(SourcePosition(topic, tp.partition, record.offset), record.value, record.headers)
+            for tp, records in fetched.items()
+            for record in records
+            if record.offset < remaining.get(tp, -1)
+        ]
+        for tp in list(remaining):
+            if await consumer.position(tp) >= remaining[tp]:
+                del remaining[tp]
+        if not messages:
+            continue
+        plan = plan_batch(messages, processed_at=utc_now())
+        inserted = await database.persist_batch_with_retry(plan)
+        invalid = sum(1 for e in plan.skipped if e.status == "invalid")
+        summary.events_read += len(messages)
+        summary.rows_inserted += len(inserted)
+        summary.invalid += invalid
+        summary.rows_already_present += len(messages) - len(inserted) - invalid
+        bar.update(len(messages))
 
 
 async def rebuild_table(bootstrap_servers: str, changelog_topic: str, database: Database,

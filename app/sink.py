@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Awaitable, Callable, Sequence
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, wait_exponential
 
 from app import metrics
@@ -42,7 +42,10 @@ UpdateTable = Callable[[list[TimestampRecord], dict], Awaitable[None]]
 
 
 def is_kafka_outage(exc: BaseException) -> bool:
-    return isinstance(exc, (KafkaError, asyncio.TimeoutError, ConnectionError))
+    """The broker is unreachable or busy (retry), as opposed to refusing this message (e.g. too large)."""
+    if isinstance(exc, (KafkaTimeoutError, asyncio.TimeoutError, ConnectionError)):
+        return True
+    return isinstance(exc, KafkaError) and exc.retriable
 
 
 class TimestampSink:
@@ -117,9 +120,25 @@ class TimestampSink:
         metrics.events_processed.labels("failed").inc()
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        """Send and wait for the broker, retrying while Kafka is unreachable."""
+        """Send and wait for the broker, retrying while Kafka is unreachable.
+
+        A letter the broker refuses (too large, say) is sent without its value:
+        its headers name the original position in the command topic, which keeps it.
+        """
         if not letters:
             return
+        try:
+            await self._send_retrying(letters)
+        except KafkaError:
+            for letter in letters:
+                try:
+                    await self._send_retrying([letter])
+                except KafkaError as exc:
+                    log.warning("Dead letter refused by the broker (%r); sending it without its value", exc)
+                    await self._send_retrying([letter.without_value(exc)])
+        metrics.dead_letters.inc(len(letters))
+
+    async def _send_retrying(self, letters: Sequence[DeadLetter]) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_kafka_outage),
             wait=wait_exponential(multiplier=0.2, max=self.retry_max_seconds),
@@ -127,7 +146,6 @@ class TimestampSink:
         ):
             with attempt:
                 await self._send_dead_letters(letters)
-        metrics.dead_letters.inc(len(letters))
 
 
 def _log_skipped(plan: BatchPlan) -> None:
