@@ -1,0 +1,114 @@
+"""Another producer writes anything to the command topic: every valid command is kept, nothing else blocks it.
+
+On each of the 8 partitions, hostile messages are interleaved with valid
+commands; then the group's offsets must reach the end of every partition with
+one processed_events row per message, every valid command stored once, every
+hostile message dead-lettered once, and the worker healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+
+from aiokafka import AIOKafkaProducer
+
+from app.dead_letters import describe, read_dead_letters
+from tests.integration.conftest import topic_end_offsets, wait_until
+from tests.integration.test_agent_crash import assert_no_commit_past_a_missing_row
+
+PARTITIONS = 8
+NEAR_BROKER_LIMIT = 1_048_000  # the broker's default message.max.bytes is 1,048,588 per record batch
+
+
+def command(command_id: str, timestamp: str = "2020-01-01T00:00:00Z", **extra) -> bytes:
+    return json.dumps({"command_id": command_id, "event_timestamp": timestamp, **extra}).encode()
+
+
+# (value, expected error in processed_events) of the hostile kinds
+HOSTILE = [
+    (None, "message has no value"),  # a tombstone
+    (b"\xff\xfe\xfd", "message value is not JSON"),
+    (b"[1,2,3]", "message value is not a JSON object"),
+    (b"42", "message value is not a JSON object"),
+    (b'{"command_id": null}', "'command_id' is missing or not a string"),
+    (b"[" * 5000 + b"]" * 5000, "message value nests deeper than 32 levels"),
+    (command("not-a-uuid"), "'command_id' is not a UUID"),
+    (json.dumps({"command_id": str(uuid.uuid4()), "event_timestamp": 1254164592}).encode(),
+     "'event_timestamp' is missing or not a string"),
+]
+GARBAGE_HEADERS = [("correlation_id", b"\xff\xfe"), ("correlation_id", b"ING:<script>alert(1)</script>"),
+                   ("traceparent", b"00-garbage"), ("nul", b"\x00" * 16), ("big", b"y" * 10_000), ("empty", b"")]
+
+
+async def test_hostile_messages_on_every_partition_lose_and_block_nothing(workers, namespace, bootstrap_servers, http):
+    await namespace.create_topic(PARTITIONS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    expected_rows: dict[tuple[int, int], tuple[str, str | None]] = {}  # position -> (status, error)
+    stored: dict[str, str] = {}  # command id -> event_timestamp that must be stored
+    hostile_positions = set()
+    try:
+        async def send(partition, value, status, error=None, key=b"k", headers=()):
+            sent = await producer.send_and_wait(namespace.topic, value, key=key, partition=partition,
+                                                headers=list(headers))
+            expected_rows[(partition, sent.offset)] = (status, error)
+            if status == "invalid":
+                hostile_positions.add((partition, sent.offset))
+
+        async def send_valid(partition, **kwargs):
+            command_id = str(uuid.uuid4())
+            stored[command_id] = "2020-01-01T00:00:00Z"
+            await send(partition, command(command_id), "persisted", **kwargs)
+
+        for partition in range(PARTITIONS):
+            for value, error in HOSTILE:
+                await send_valid(partition)
+                await send(partition, value, "invalid", error)
+            await send_valid(partition, key=b"\xff\xfe\x00 not utf-8")
+            await send_valid(partition, headers=GARBAGE_HEADERS)
+            extra = str(uuid.uuid4())
+            stored[extra] = "2020-01-01T00:00:00Z"
+            await send(partition, command(extra, unknown={"nested": [1, {"a": None}]}, more="fields"), "persisted")
+            twice = str(uuid.uuid4())  # the first command of an id wins
+            stored[twice] = "2020-01-01T00:00:00Z"
+            await send(partition, command(twice), "persisted")
+            await send(partition, command(twice, "2021-06-01T00:00:00Z"), "duplicate")
+        big = str(uuid.uuid4())
+        padding = "x" * (NEAR_BROKER_LIMIT - len(command(big, padding="")))
+        stored[big] = "2020-01-01T00:00:00Z"
+        await send(0, command(big, padding=padding), "persisted")
+        await send(1, b"x" * NEAR_BROKER_LIMIT, "invalid", "message value is not JSON")
+    finally:
+        await producer.stop()
+
+    worker = await workers().wait_ready()
+    ends = await topic_end_offsets(bootstrap_servers, namespace.topic)
+    await assert_no_commit_past_a_missing_row(namespace, ends)
+
+    rows = namespace.query('SELECT partition, "offset", status, error FROM processed_events')
+    assert {(p, o): (status, error) for p, o, status, error in rows} == expected_rows
+    records = dict(namespace.query(
+        """SELECT id::text, to_char(event_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+           FROM timestamp_records"""))
+    assert records == stored
+
+    async def every_letter():
+        letters = await read_dead_letters(bootstrap_servers, f"{namespace.topic}.dlq")
+        return letters if len(letters) >= len(hostile_positions) else None
+
+    letters = await wait_until(every_letter, 60, "a dead letter per hostile message")
+    origins = [(int(describe(r.headers)["dlq.original.partition"]), int(describe(r.headers)["dlq.original.offset"]))
+               for r in letters]
+    assert sorted(origins) == sorted(hostile_positions)
+    assert sum(1 for r in letters if r.value is None) == PARTITIONS  # the tombstones, as they were
+
+    async with http.get(f"{worker.url}/health/ready") as response:
+        assert response.status == 200, await response.text()
+    assert "Crashed reason" not in worker.log()
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.process.wait(40) == 0
+    assert time.monotonic() - started < 30
