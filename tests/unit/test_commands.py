@@ -54,3 +54,21 @@ def test_seed_format_from_other_producers_is_accepted_and_unknown_fields_ignored
 def test_invalid_messages_are_rejected_with_a_reason(value, reason):
     with pytest.raises(InvalidCommand, match=reason):
         decode_command(value)
+
+
+@pytest.mark.parametrize("value, max_bytes, reason", [
+    (b"[" * 5000 + b"]" * 5000, 1 << 20, "nests deeper than 32 levels"),  # json.loads: RecursionError
+    (b'{"a":' * 40 + b"1" + b"}" * 40, 1 << 20, "nests deeper than 32 levels"),
+    (b'{"command_id": "' + b"x" * 2000 + b'"}', 1000, "2018 bytes, more than the 1000 allowed"),
+])
+def test_decoding_is_bounded(value, max_bytes, reason):
+    from app.commands import DecodeLimits
+
+    with pytest.raises(InvalidCommand, match=reason):
+        decode_command(value, limits=DecodeLimits(max_bytes=max_bytes, max_depth=32))
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    value = json.dumps({"command_id": str(COMMAND_ID), "event_timestamp": "2006-01-02T15:04:05Z",
+                        "note": "[" * 100 + '\\"{' * 50}).encode()
+    assert decode_command(value).command_id == COMMAND_ID
