@@ -149,11 +149,15 @@ async def _audit(settings, args, database) -> int:
             if args.repair and report.missing:
                 if not args.json:
                     print("\n".join(report.lines()) + "\n\nrepairing (replaying exactly these ranges):")
+                # Messages in a gap were never processed, so their dead letters were never sent.
+                dead_letters = settings.dead_letter_topic if topic == settings.command_topic else f"{topic}.dlq"
                 summary = await replay_ranges(settings.kafka_bootstrap_servers, topic, database, report.ranges(),
-                                              progress=not args.json and sys.stderr.isatty())
+                                              progress=not args.json and sys.stderr.isatty(),
+                                              limits=_decode_limits(settings), dead_letter_topic=dead_letters)
                 repair = {"ranges": {p: [list(r) for r in spans] for p, spans in report.ranges().items()},
                           "events_read": summary.events_read, "rows_inserted": summary.rows_inserted,
-                          "rows_already_present": summary.rows_already_present, "invalid": summary.invalid}
+                          "rows_already_present": summary.rows_already_present, "invalid": summary.invalid,
+                          "failed": summary.failed}
                 if not args.json:
                     print("\n".join(summary.lines()) + "\n\naudit after the repair:")
                 report = await audit(kafka, database, group, partitions)
@@ -177,7 +181,13 @@ async def _run_replay(settings, database, args, start, stop):
 
     return await _closing(database, replay(
         settings.kafka_bootstrap_servers, args.topic or settings.command_topic, database, start, stop,
-        batch_size=args.batch_size, progress=not args.no_progress))
+        batch_size=args.batch_size, progress=not args.no_progress, limits=_decode_limits(settings)))
+
+
+def _decode_limits(settings):
+    from app.commands import DecodeLimits
+
+    return DecodeLimits(settings.max_message_bytes, settings.max_json_depth)
 
 
 async def _closing(database, coroutine):

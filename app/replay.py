@@ -16,10 +16,14 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tqdm import tqdm
 
+import contextlib
+
+from app.commands import DecodeLimits
 from app.database import Database
-from app.enrichment import ConsumedMessage, plan_batch
+from app.enrichment import ConsumedMessage
 from app.records import SourcePosition
-from app.timestamps import InvalidTimestamp, parse_rfc3339, utc_now
+from app.sink import TimestampSink, no_dead_letters, no_table
+from app.timestamps import InvalidTimestamp, parse_rfc3339
 from app.topics import topic_partitions
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,7 @@ class ReplaySummary:
     rows_inserted: int = 0
     rows_already_present: int = 0
     invalid: int = 0
+    failed: int = 0
     seconds: float = 0.0
     partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [start, stop)
 
@@ -48,6 +53,7 @@ class ReplaySummary:
             f"rows inserted:        {self.rows_inserted}",
             f"rows already present: {self.rows_already_present}",
             f"invalid:              {self.invalid}",
+            f"failed:               {self.failed}",
             f"seconds:              {self.seconds:.2f} ({self.rate:.0f} events/s)",
         ]
 
@@ -89,8 +95,13 @@ async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], mom
 
 
 async def replay(bootstrap_servers: str, topic: str, database: Database, start="earliest", stop="latest",
-                 batch_size: int = 1000, progress: bool = True) -> ReplaySummary:
-    """Replay [start, stop) of every partition of `topic` into `database`."""
+                 batch_size: int = 1000, progress: bool = True, limits: DecodeLimits = DecodeLimits(),
+                 dead_letter_topic: str | None = None) -> ReplaySummary:
+    """Replay [start, stop) of every partition of `topic` into `database`, through the live path's sink.
+
+    Dead letters are sent only when `dead_letter_topic` is named: the live path
+    already sent those of a topic it processed.
+    """
     await database.migrate()
     consumer = _consumer(bootstrap_servers, batch_size)
     await consumer.start()
@@ -117,8 +128,9 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
         bounds = {tp: (starts[tp], stops[tp]) for tp in tps}
         summary.partitions = {tp.partition: bounds[tp] for tp in tps}
         total = sum(max(0, stops[tp] - starts[tp]) for tp in tps)
-        with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
-            await _copy(consumer, topic, database, bounds, summary, bar, batch_size)
+        async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
+            with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
+                await _copy(consumer, topic, sink, bounds, summary, bar, batch_size)
     finally:
         await consumer.stop()
         summary.seconds = asyncio.get_running_loop().time() - started
@@ -127,7 +139,8 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
 
 async def replay_ranges(bootstrap_servers: str, topic: str, database: Database,
                         ranges: dict[int, list[tuple[int, int]]], batch_size: int = 1000,
-                        progress: bool = True) -> ReplaySummary:
+                        progress: bool = True, limits: DecodeLimits = DecodeLimits(),
+                        dead_letter_topic: str | None = None) -> ReplaySummary:
     """Replay exactly the given [start, stop) ranges per partition (the audit's repair); idempotent."""
     await database.migrate()
     consumer = _consumer(bootstrap_servers, batch_size)
@@ -138,12 +151,13 @@ async def replay_ranges(bootstrap_servers: str, topic: str, database: Database,
     summary.partitions = {p: (spans[0][0], spans[-1][1]) for p, spans in ranges.items()}
     try:
         total = sum(stop - start for spans in ranges.values() for start, stop in spans)
-        with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
-            # Round i replays the i-th range of every partition that has one.
-            for i in range(max(map(len, ranges.values()), default=0)):
-                bounds = {TopicPartition(topic, p): spans[i] for p, spans in ranges.items() if i < len(spans)}
-                consumer.assign(list(bounds))
-                await _copy(consumer, topic, database, bounds, summary, bar, batch_size)
+        async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
+            with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
+                # Round i replays the i-th range of every partition that has one.
+                for i in range(max(map(len, ranges.values()), default=0)):
+                    bounds = {TopicPartition(topic, p): spans[i] for p, spans in ranges.items() if i < len(spans)}
+                    consumer.assign(list(bounds))
+                    await _copy(consumer, topic, sink, bounds, summary, bar, batch_size)
     finally:
         await consumer.stop()
         summary.seconds = asyncio.get_running_loop().time() - started
@@ -156,7 +170,28 @@ def _consumer(bootstrap_servers: str, batch_size: int) -> AIOKafkaConsumer:
                             auto_offset_reset="earliest", max_poll_records=batch_size)
 
 
-async def _copy(consumer: AIOKafkaConsumer, topic: str, database: Database,
+@contextlib.asynccontextmanager
+async def _sink(bootstrap_servers: str, topic: str, database: Database, limits: DecodeLimits,
+                dead_letter_topic: str | None):
+    """The live path's sink, without the query table; dead letters only when a topic is named."""
+    if dead_letter_topic is None:
+        yield TimestampSink(database, no_dead_letters, no_table, topic, limits)
+        return
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", max_request_size=3 * 1024 * 1024)
+    await producer.start()
+
+    async def send(letters) -> None:
+        deliveries = [await producer.send(dead_letter_topic, letter.value, key=letter.key, headers=letter.headers)
+                      for letter in letters]
+        await asyncio.gather(*deliveries)
+
+    try:
+        yield TimestampSink(database, send, no_table, topic, limits)
+    finally:
+        await producer.stop()
+
+
+async def _copy(consumer: AIOKafkaConsumer, topic: str, sink: TimestampSink,
                 bounds: dict[TopicPartition, tuple[int, int]], summary: ReplaySummary, bar,
                 batch_size: int) -> None:
     """Write [start, stop) of each assigned partition in `bounds` to `database`, a batch at a time."""
@@ -176,13 +211,12 @@ async def _copy(consumer: AIOKafkaConsumer, topic: str, database: Database,
                 del remaining[tp]
         if not messages:
             continue
-        plan = plan_batch(messages, processed_at=utc_now())
-        inserted = await database.persist_batch_with_retry(plan)
-        invalid = sum(1 for e in plan.skipped if e.status == "invalid")
+        outcome = await sink.write(messages)
         summary.events_read += len(messages)
-        summary.rows_inserted += len(inserted)
-        summary.invalid += invalid
-        summary.rows_already_present += len(messages) - len(inserted) - invalid
+        summary.rows_inserted += outcome.inserted
+        summary.invalid += outcome.invalid
+        summary.failed += outcome.failed
+        summary.rows_already_present += len(messages) - outcome.inserted - outcome.invalid - outcome.failed
         bar.update(len(messages))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -41,6 +42,23 @@ SendDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 UpdateTable = Callable[[list[TimestampRecord], dict], Awaitable[None]]
 
 
+@dataclass
+class BatchOutcome:
+    """What one batch came to: rows inserted, and messages invalid or failed."""
+
+    inserted: int = 0
+    invalid: int = 0
+    failed: int = 0
+
+
+async def no_table(records: list[TimestampRecord], inserted: dict) -> None:
+    """For writers without a query table (replay)."""
+
+
+async def no_dead_letters(letters: Sequence[DeadLetter]) -> None:
+    """For writers whose dead letters were sent already (a full replay)."""
+
+
 def is_kafka_outage(exc: BaseException) -> bool:
     """The broker is unreachable or busy (retry), as opposed to refusing this message (e.g. too large)."""
     if isinstance(exc, (KafkaTimeoutError, asyncio.TimeoutError, ConnectionError)):
@@ -60,7 +78,7 @@ class TimestampSink:
         self.limits = limits
         self.retry_max_seconds = retry_max_seconds
 
-    async def write(self, messages: Sequence[ConsumedMessage]) -> None:
+    async def write(self, messages: Sequence[ConsumedMessage]) -> BatchOutcome:
         """Process and persist every message; returns when the batch may be acknowledged.
 
         A failure that isolation cannot place on a message (the `failed` row
@@ -75,27 +93,30 @@ class TimestampSink:
                 before_sleep=_log_unplaced_failure,
             ):
                 with attempt:
-                    await self._write_isolating(messages, spans)
+                    outcome = BatchOutcome()  # counts of this attempt only
+                    await self._write_isolating(messages, spans, outcome)
         finally:
             for span in spans:
                 span.end()
         metrics.batch_size.observe(len(messages))
+        return outcome
 
-    async def _write_isolating(self, messages: list[ConsumedMessage], spans) -> None:
+    async def _write_isolating(self, messages: list[ConsumedMessage], spans, outcome: BatchOutcome) -> None:
         try:
-            await self._write_once(messages, spans)
+            await self._write_once(messages, spans, outcome)
         except Exception as exc:
             if len(messages) == 1:
                 await self._fail(messages[0], exc)
+                outcome.failed += 1
                 return
             metrics.batch_splits.inc()
             log.warning("A batch of %d messages failed (%s: %s); splitting it to find the failing ones",
                         len(messages), type(exc).__name__, exc)
             half = len(messages) // 2
-            await self._write_isolating(messages[:half], spans[:half])
-            await self._write_isolating(messages[half:], spans[half:])
+            await self._write_isolating(messages[:half], spans[:half], outcome)
+            await self._write_isolating(messages[half:], spans[half:], outcome)
 
-    async def _write_once(self, messages: list[ConsumedMessage], spans) -> None:
+    async def _write_once(self, messages: list[ConsumedMessage], spans, outcome: BatchOutcome) -> None:
         plan = plan_batch(messages, processed_at=utc_now(), limits=self.limits)
         _log_skipped(plan)
         by_position = {m.source: m for m in messages}
@@ -107,6 +128,8 @@ class TimestampSink:
             metrics.db_write_duration.observe(time.monotonic() - started)
         await self._update_table(plan.records, inserted)
         _record_outcomes(plan, inserted)
+        outcome.inserted += len(inserted)
+        outcome.invalid += sum(1 for e in plan.skipped if e.status == "invalid")
 
     async def _fail(self, message: ConsumedMessage, error: Exception) -> None:
         """Dead-letter a message whose processing raised, and record it as failed."""

@@ -260,3 +260,32 @@ async def test_a_failing_audit_logs_one_line_and_never_stops_the_worker(workers,
         return await last_success() > stale
 
     await wait_until(succeeded_again, 30, "the audit to succeed again")
+
+
+async def test_repair_processes_a_poison_message_in_a_gap_as_the_live_path_does(workers, namespace,
+                                                                                  bootstrap_servers):
+    from app.dead_letters import describe, read_dead_letters
+
+    await namespace.create_topic()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await produce(producer, namespace.topic, {4: 3})
+        await producer.send_and_wait(namespace.topic, b"[" * 5000 + b"]" * 5000, partition=4)
+        await produce(producer, namespace.topic, {4: 2})
+    finally:
+        await producer.stop()
+    worker = await workers().wait_ready()
+    await wait_until_committed(namespace)
+    worker.stop()
+    before = namespace.query(EVENTS_SQL)
+    lose(namespace, 4, 2, 5)  # a valid command, the poison, a valid command
+
+    repaired = audit(namespace, "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert [row[:3] + row[4:] for row in namespace.query(EVENTS_SQL)] == [row[:3] + row[4:] for row in before]
+    assert namespace.query("SELECT error FROM processed_events WHERE \"offset\" = 3") == [
+        ("message value nests deeper than 32 levels",)]
+    letters = await read_dead_letters(bootstrap_servers, f"{namespace.topic}.dlq")
+    # Once from the worker, once from the repair: dead letters are at least once, keyed by original position.
+    assert sorted(describe(r.headers)["dlq.original.offset"] for r in letters) == ["3", "3"]
