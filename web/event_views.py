@@ -13,8 +13,11 @@ class ProcessedEventsView(View):
 
     async def get(self, request: Request) -> Response:
         wanted = request.query.get("correlation_id")
-        if wanted is None:
-            return json_error(400, "missing_correlation_id", "query parameter correlation_id is required")
+        if not wanted:  # `?correlation_id=` looks for nothing: say so rather than "malformed"
+            state = "is required" if wanted is None else "is empty"
+            return json_error(400, "missing_correlation_id",
+                              f"query parameter correlation_id {state}: give the correlation id to look up "
+                              "('<SVC>:<uuid>' or a UUID)")
         try:
             validate_correlation_id(wanted)
         except InvalidCorrelationId as exc:

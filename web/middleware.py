@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from typing import Iterable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -33,11 +36,25 @@ def json_error(status: int, error: str, message: str, headers: dict | None = Non
 
 
 def _requested_correlation_id(request: web.Request) -> str | None:
+    """The first correlation id header sent; each one sent must be valid, as /openapi.json says."""
+    found = None
     for name in HTTP_HEADERS:
         value = request.headers.get(name)
         if value is not None:
-            return validate_correlation_id(value.strip())
-    return None
+            try:
+                valid = validate_correlation_id(value.strip())
+            except InvalidCorrelationId as exc:
+                raise InvalidCorrelationId(f"header {name}: {exc}") from None
+            found = found or valid
+    return found
+
+
+def _method_not_allowed(request: web.Request, allowed: Iterable[str]) -> web.Response:
+    # Faust registers HEAD for every view, but only a view with a GET answers it.
+    methods = sorted(set(allowed) if "GET" in allowed else set(allowed) - {"HEAD"})
+    return json_error(405, "method_not_allowed",
+                      f"{request.method} {request.path[:200]}: method not allowed; allowed: {', '.join(methods)}",
+                      headers={"Allow": ", ".join(methods)})
 
 
 def _route(request: web.Request) -> str:
@@ -53,9 +70,14 @@ async def _handle(request: web.Request, handler) -> web.StreamResponse:
         if not auth.is_valid(auth.presented_key(request.headers), API_KEYS):
             return json_error(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",
                               headers={"WWW-Authenticate": "Bearer"})
+    resource = request.match_info.route.resource
+    if request.method == "HEAD" and resource is not None and all(r.method != "GET" for r in resource):
+        return _method_not_allowed(request, {r.method for r in resource})
     try:
         return await handler(request)
-    except web.HTTPException as exc:  # aiohttp's own 404/405/413...: same JSON shape
+    except web.HTTPMethodNotAllowed as exc:
+        return _method_not_allowed(request, exc.allowed_methods)
+    except web.HTTPException as exc:  # aiohttp's own 404/413...: same JSON shape
         return json_error(exc.status, exc.reason.lower().replace(" ", "_"),
                           f"{request.method} {request.path[:200]}: {exc.reason}")
     except Exception:
@@ -90,6 +112,50 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
     metrics.http_request_duration.labels(route, request.method).observe(time.monotonic() - started)
     return response
 
+
+def _parser_error(request: web.BaseRequest, status: int, exc: HttpProcessingError) -> web.Response:
+    """The answer to a request aiohttp's HTTP parser refused (it never reached a middleware)."""
+    limit = exc.args[1] if isinstance(exc, LineTooLong) and len(exc.args) > 1 else None
+    if limit == MAX_LINE_BYTES:
+        error, message = "request_line_too_long", f"the request line (method, URL, version) is limited to {limit} bytes"
+    elif limit == MAX_HEADER_BYTES:
+        # Not the parser's text: it quotes the header, which may hold a credential.
+        error, message = "header_too_large", f"each request header (name and value) is limited to {limit} bytes"
+    else:
+        error, message = "bad_request", "malformed HTTP request: " + " ".join(str(exc.message).split())[:200]
+    corr_id = new_correlation_id()
+    with log_context(corr_id):
+        log.warning("Refused a malformed HTTP request from %s: %s: %s", request.remote, error, message)
+    response = json_error(status, error, message, headers={RESPONSE_HEADER: corr_id})
+    response.force_close()  # the parser lost track of the stream; aiohttp closes it too
+    return response
+
+
+def answer_parser_errors_in_json() -> None:
+    """Make the 400s of aiohttp's HTTP parser JSON errors, logged in one line.
+
+    aiohttp has no public hook for them (aio-libs/aiohttp#3287): the parser fails
+    before any middleware runs and RequestHandler.handle_error answers text/plain
+    and logs a traceback. So this wraps that method, for parser errors only;
+    tests/unit/test_http_parser_errors.py fails when an aiohttp upgrade stops
+    routing parser errors through it.
+    """
+    original = web.RequestHandler.handle_error
+    if getattr(original, "answers_parser_errors_in_json", False):
+        return
+
+    @functools.wraps(original)
+    def handle_error(self, request, status=500, exc=None, message=None):
+        if isinstance(exc, HttpProcessingError):
+            return _parser_error(request, status, exc)
+        return original(self, request, status, exc, message)
+
+    handle_error.answers_parser_errors_in_json = True
+    web.RequestHandler.handle_error = handle_error
+
+
+# At import: app/main.py hands WEB_APPLICATION_OPTIONS to Faust, which builds the server.
+answer_parser_errors_in_json()
 
 WEB_APPLICATION_OPTIONS = {
     "client_max_size": MAX_BODY_BYTES,

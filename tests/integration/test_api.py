@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from tests.integration.conftest import topic_end_offsets, wait_until
+from tests.unit.test_http_parser_errors import raw_request
 
 
 @pytest.fixture
@@ -139,10 +140,75 @@ async def test_oversized_requests_are_refused(worker, http):
     async with http.post(f"{worker.url}/api/v1/timestamp", data=b"x" * (65 * 1024)) as response:
         assert response.status == 413
         assert (await response.json())["error"] == "request_too_large"
-    # Request line and header limits are enforced by aiohttp's parser before any view runs.
-    async with http.get(f"{worker.url}/api/v1/timestamp/{'9' * 5000}") as response:
-        assert 400 <= response.status < 500
+
+
+async def test_requests_the_http_parser_refuses_get_json_errors_and_one_log_line(worker, http):
+    """aiohttp's parser refuses these before any middleware runs; they still get our error shape."""
     async with http.get(f"{worker.url}/health", headers={"X-Big": "y" * 9000}) as response:
-        assert 400 <= response.status < 500
+        assert response.status == 400
+        assert await response.json() == {
+            "error": "header_too_large", "message": "each request header (name and value) is limited to 8190 bytes"}
+        assert response.headers["X-Correlation-ID"].startswith("ING:")
+    async with http.get(f"{worker.url}/api/v1/timestamp/{'9' * 5000}") as response:
+        assert response.status == 400
+        assert (await response.json())["error"] == "request_line_too_long"
+    status, headers, body = await raw_request(worker.port, b"GET /health HTTP/1.1 junk\r\nHost: x\r\n\r\n")
+    assert status == 400 and headers["content-type"].startswith("application/json")
+    answer = json.loads(body)
+    assert answer["error"] == "bad_request" and answer["message"].startswith("malformed HTTP request: ")
     async with http.get(f"{worker.url}/health") as response:  # and the worker is fine
         assert response.status == 200
+
+    log = worker.log()
+    assert log.count("Refused a malformed HTTP request") == 3
+    for bad in ("header_too_large", "request_line_too_long", "bad_request"):
+        [line] = [line for line in log.splitlines() if "Refused a malformed HTTP request" in line and bad in line]
+        assert json.loads(line)["log.level"] == "warning"
+    assert "Traceback" not in log and "stack_trace" not in log and "Error handling request" not in log
+
+
+@pytest.mark.parametrize("method, path, allowed", [
+    ("DELETE", "/health", "GET, HEAD"),
+    ("PUT", "/api/v1/timestamp/2009-09-28T19:03:12Z", "GET, HEAD, POST"),
+    ("TRACE", "/api/v1/events", "GET, HEAD"),
+    ("GET", "/app", "POST"),
+    ("GET", "/api/v1/timestamp", "POST"),
+])
+async def test_method_not_allowed_names_the_allowed_methods(worker, http, method, path, allowed):
+    async with http.request(method, f"{worker.url}{path}") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == allowed
+        body = await response.json()
+    assert body == {"error": "method_not_allowed",
+                    "message": f"{method} {path}: method not allowed; allowed: {allowed}"}
+
+
+async def test_head_of_a_post_only_path_is_405_with_allow(worker, http):
+    """Faust registers HEAD on every view; where there is no GET to answer it, it is a 405 too."""
+    async with http.head(f"{worker.url}/app") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+    async with http.head(f"{worker.url}/health") as response:
+        assert response.status == 200
+
+
+async def test_every_correlation_id_header_sent_is_validated(worker, http):
+    good = f"ING:{uuid.uuid4()}"
+    async with http.get(f"{worker.url}/health", headers={"X-Correlation-ID": good, "correlationId": "junk"}) as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["error"] == "invalid_correlation_id" and body["message"].startswith("header correlationId: ")
+    async with http.get(f"{worker.url}/health", headers={"X-Request-ID": f"  {good}  ", "correlationId": good}) as response:
+        assert response.status == 200
+        assert response.headers["X-Correlation-ID"] == good
+
+
+@pytest.mark.parametrize("query, message", [
+    ("", "query parameter correlation_id is required"),
+    ("?correlation_id=", "query parameter correlation_id is empty"),
+])
+async def test_events_without_a_correlation_id_value_say_so(worker, http, query, message):
+    async with http.get(f"{worker.url}/api/v1/events{query}") as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["error"] == "missing_correlation_id" and body["message"].startswith(message)
