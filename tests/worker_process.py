@@ -67,6 +67,13 @@ class Worker:
         if self.process:
             self.process.wait(10)
 
+    def terminate(self, timeout: float = 40) -> tuple[int, float]:
+        """SIGTERM, then (exit code, seconds it took to exit)."""
+        started = time.monotonic()
+        self.signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        return code, time.monotonic() - started
+
     def stop(self, timeout: float = 30) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

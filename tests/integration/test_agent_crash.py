@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 import uuid
 
@@ -69,10 +68,8 @@ async def test_a_nested_array_on_every_partition_loses_nothing(workers, namespac
     assert namespace.query("SELECT status, error FROM processed_events WHERE status <> 'persisted'") == [
         ("invalid", "message value nests deeper than 32 levels")] * 8
 
-    started = time.monotonic()
-    worker.signal(signal.SIGTERM)
-    assert worker.process.wait(40) == 0
-    assert time.monotonic() - started < 30
+    code, seconds = worker.terminate()
+    assert code == 0 and seconds < 30
 
 
 @pytest.mark.parametrize("iterator", ["cython", "python"])
@@ -93,7 +90,5 @@ async def test_an_exception_escaping_the_agent_commits_nothing_past_it(workers, 
     assert_every_committed_message_has_its_row(namespace, committed, ids)
     assert namespace.query("SELECT count(*) FROM processed_events") == [(TOTAL,)]
 
-    started = time.monotonic()
-    worker.signal(signal.SIGTERM)
-    assert worker.process.wait(40) == 0
-    assert time.monotonic() - started < 30
+    code, seconds = worker.terminate()
+    assert code == 0 and seconds < 30
