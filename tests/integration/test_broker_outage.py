@@ -62,3 +62,10 @@ async def test_post_with_the_broker_stopped_gives_503_then_recovers(own_broker, 
         return len(rows) == len(acknowledged)
 
     await wait_until(persisted, 60, "every acknowledged command to be persisted")
+
+
+async def test_sigterm_with_the_broker_down_ends_within_the_shutdown_timeout(own_broker, workers, namespace):
+    worker = await workers(KAFKA_BOOTSTRAP_SERVERS=own_broker.bootstrap, SHUTDOWN_TIMEOUT_SECONDS="5").wait_ready()
+    await asyncio.to_thread(stack.stop_kafka, own_broker.state_dir)
+    code, seconds = worker.terminate(30)
+    assert code == 0 and seconds < 5 + 3, worker.log()[-3000:]
