@@ -8,11 +8,26 @@ Everything runs on this machine: a broker and a PostgreSQL server of its own
 workers as subprocesses on loopback. Half the events are POSTed over HTTP (with
 an Idempotency-Key, retried until acknowledged), half are produced straight to
 the topic, 1% of those invalid. Faults, in order, while the load runs: scale
-1 -> 3 workers, SIGKILL of a worker mid-batch (then restarted), PostgreSQL
-restart, broker restart, scale 3 -> 1. Then the audit: every acknowledged id in
-PostgreSQL exactly once, processed_events agreeing, the table agreeing with
-PostgreSQL on sampled ids, the dead-letter topic holding exactly the invalid
-messages. Bounded by `deadline` seconds; stops its processes in any case.
+1 -> 3 workers, SIGKILL of a worker mid-batch (then restarted), a burst of
+poison messages, PostgreSQL restart, broker restart, scale 3 -> 1.
+
+The poison burst goes straight to every partition of the topic: hostile values
+(tombstones, non-UTF-8, JSON that is not an object, 5000-deep nesting, non-UUID
+ids, numeric and impossible timestamps, an oversized value, ...) and garbage
+header values (non-UTF-8 or overlong correlation ids, broken trace context, null
+header values), interleaved with valid commands, some of which carry the
+garbage headers too. A few of those valid commands are marked: every worker of
+the run is a tests/faulty_worker.py worker whose `enrich` raises for them
+(FAULT_STAGE=enrich), so they must end as processing errors, not as rows.
+
+Then the audit: every acknowledged id in PostgreSQL exactly once,
+processed_events agreeing (each poison message `invalid`, each marked command
+`failed`), the table agreeing with PostgreSQL on sampled ids, the dead-letter
+topic holding exactly the invalid messages (each poison message once per
+original position, the marked commands as `processing_error`), and the offset
+audit (app.audit): no message below the group's committed offsets without a
+processed_events row. Bounded by `deadline` seconds; stops its processes in
+any case.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -32,20 +48,90 @@ from pathlib import Path
 
 import aiohttp
 import psycopg2
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.dead_letters import read_dead_letters  # noqa: E402
+from app.audit import KafkaView, isolation_level  # noqa: E402
+from app.audit import audit as offset_audit  # noqa: E402
+from app.database import Database  # noqa: E402
+from app.dead_letters import PROCESSING_ERROR, describe, read_dead_letters  # noqa: E402
 from app.topics import ensure_topic  # noqa: E402
-from tests.worker_process import Worker  # noqa: E402
+from tests.worker_process import FaultyWorker, Worker  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("stack", REPO / "deploy/local/stack.py")
 stack = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(stack)
 
 TOPIC = "chaos.timestamp.command.v1"
+GROUP = "chaos-pipeline"  # APP_ID of the workers: Faust's consumer group
+PARTITIONS = 8
+MAX_MESSAGE_BYTES = 65_536  # the workers' limit, so that one poison message can exceed it
+FAILING_PARTITIONS = (1, 4, 6)  # one marked command (enrich raises for it) in the burst of each
+VALID_TIMESTAMP = "2021-01-01T00:00:00Z"
+
+# Header values no producer of ours sends: every one must be ignored, never fatal.
+GARBAGE_HEADERS: list[list[tuple[str, bytes | None]]] = [
+    [("correlation_id", b"\xff\xfe\xfd not utf-8")],
+    [("correlation_id", b"ING:" + b"7" * 5000)],
+    [("correlationId", b"ING:not-a-uuid"), ("correlation_id", b"")],
+    [("traceparent", b"\x00\xff garbage"), ("tracestate", b"\xff" * 64)],
+    [("traceparent", b"00-zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-yyyyyyyyyyyyyyyy-01")],
+    [("correlation_id", None), ("traceparent", None), ("x-null", None)],
+    [("", b""), ("\u00e9\u00e8 \u2603", b"\x00\x00"), ("dlq.reason", b"forged")],
+    [(f"h{i}", os.urandom(16)) for i in range(50)],
+]
+
+
+def poison_values(partition: int) -> list[tuple[str, bytes | None, bytes | None]]:
+    """(kind, key, value) of the hostile messages of one partition: none of them decodes to a command."""
+    some_id = str(uuid.uuid4())
+    return [
+        ("tombstone", b"poison-tombstone", None),
+        ("empty", None, b""),
+        ("non-utf-8", b"\xff\xfe key", b"\xff\xfe\xfd not utf-8 \x80\x81"),
+        ("utf-8 in json broken", None, b'{"command_id": "\xff\xfe", "event_timestamp": "2021-01-01T00:00:00Z"}'),
+        ("not json", None, f"poison {partition}: not json {{".encode()),
+        ("array", None, b"[1, 2, 3]"),
+        ("number", None, b"42"),
+        ("null", None, b"null"),
+        ("string", None, b'"just a string"'),
+        ("nested array", None, b"[" * 5000 + b"]" * 5000),
+        ("nested object", None, b'{"a":' * 5000 + b"1" + b"}" * 5000),
+        ("empty object", None, b"{}"),
+        ("non-uuid id", None, json.dumps({"command_id": f"not-a-uuid-{partition}",
+                                          "event_timestamp": VALID_TIMESTAMP}).encode()),
+        ("nul in id", None, json.dumps({"command_id": "\u0000" + some_id,
+                                        "event_timestamp": "\u0000"}).encode()),
+        ("numeric timestamp", None, json.dumps({"command_id": some_id, "event_timestamp": 1609459200}).encode()),
+        ("impossible timestamp", None, json.dumps({"command_id": some_id,
+                                                   "event_timestamp": "2021-13-45T99:99:99Z"}).encode()),
+        ("infinite timestamp", None, ('{"command_id": "%s", "event_timestamp": 1e999}' % some_id).encode()),
+        ("oversized", None, json.dumps({"command_id": some_id, "event_timestamp": VALID_TIMESTAMP,
+                                        "padding": "x" * MAX_MESSAGE_BYTES}).encode()),
+    ]
+
+
+def id_for_partition(partition: int) -> str:
+    """A new command id whose key the default partitioner puts on `partition` (as a keyed producer would)."""
+    partitioner = DefaultPartitioner()
+    everything = list(range(PARTITIONS))
+    while True:
+        command_id = str(uuid.uuid4())
+        if partitioner(command_id.encode(), everything, everything) == partition:
+            return command_id
+
+
+@dataclass(frozen=True)
+class Poison:
+    """A hostile message of the burst, where the broker put it."""
+
+    kind: str
+    value: bytes | None
+    partition: int
+    offset: int
 
 
 @dataclass
@@ -56,18 +142,28 @@ class Report:
     duplicated: int = 0
     table_mismatches: int = 0
     dead_letter_mismatches: int = 0
+    status_mismatches: int = 0  # poison not `invalid`, marked commands not `failed`
+    audit_gaps: int = 0  # app.audit: messages below the committed offsets without a processed_events row
+    audited: str = ""
+    poison: int = 0
+    failing: int = 0
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.table_mismatches or self.dead_letter_mismatches)
+        return not (self.lost or self.duplicated or self.table_mismatches or self.dead_letter_mismatches
+                    or self.status_mismatches or self.audit_gaps)
 
     def lines(self) -> list[str]:
         lines = [f"events:            {self.events}", f"faults injected:   {len(self.faults)}"]
         lines += [f"  {name:<24} recovered in {seconds:5.1f} s" for name, seconds in self.faults]
-        lines += [f"lost:              {self.lost}", f"duplicated:        {self.duplicated}",
+        lines += [f"poison messages:   {self.poison} (+ {self.failing} commands failing in enrich)",
+                  f"lost:              {self.lost}", f"duplicated:        {self.duplicated}",
                   f"table mismatches:  {self.table_mismatches}",
-                  f"dead-letter diffs: {self.dead_letter_mismatches}", f"seconds:           {self.seconds:.1f}"]
+                  f"dead-letter diffs: {self.dead_letter_mismatches}",
+                  f"status diffs:      {self.status_mismatches}",
+                  f"audit gaps:        {self.audit_gaps}{f' ({self.audited})' if self.audited else ''}",
+                  f"seconds:           {self.seconds:.1f}"]
         return lines
 
 
@@ -78,6 +174,10 @@ class Chaos:
         self.deadline = time.monotonic() + deadline
         self.acknowledged: dict[str, str] = {}  # id -> event_timestamp
         self.invalid_values: set[bytes] = set()
+        self.poison: list[Poison] = []
+        # Valid commands whose enrichment raises in every worker: dead-lettered and `failed`, never stored.
+        self.failing: dict[str, tuple[int, int | None]] = {
+            id_for_partition(p): (p, None) for p in FAILING_PARTITIONS}  # id -> (partition, offset)
         self.workers: list[Worker] = []
         self.sent = 0
 
@@ -88,10 +188,13 @@ class Chaos:
         self.postgres = stack.start_postgres(self.workdir / "pg")
         self.env = {
             **os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap, "DATABASE_URL": self.postgres.url,
-            "APP_ID": "chaos-pipeline", "COMMAND_TOPIC": TOPIC, "TABLE_STORE": "memory://",
+            "APP_ID": GROUP, "COMMAND_TOPIC": TOPIC, "TABLE_STORE": "memory://",
             "BATCH_SIZE": "500", "BATCH_MAX_WAIT_SECONDS": "0.1", "PUBLISH_TIMEOUT_SECONDS": "3",
             "CIRCUIT_BREAKER_RESET_SECONDS": "2", "DATABASE_RETRY_MAX_SECONDS": "1", "LOG_FORMAT": "text",
-            "PYTHONUNBUFFERED": "1",
+            "PYTHONUNBUFFERED": "1", "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+            # Every worker (scaled, restarted) carries the same fault, so the marked commands
+            # fail wherever they are consumed and however often they are read again.
+            "FAULT_STAGE": "enrich", "FAULT_COMMAND_IDS": ",".join(self.failing), "FAULT_TIMES": "0",
         }
 
     def stop_infrastructure(self) -> None:
@@ -100,9 +203,9 @@ class Chaos:
         stack.stop_kafka(self.workdir / "broker", kill=True)
         stack.stop_postgres(self.workdir / "pg")
 
-    def query(self, sql: str) -> list[tuple]:
+    def query(self, sql: str, params: tuple | None = None) -> list[tuple]:
         with psycopg2.connect(self.postgres.url) as conn, conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, params)
             rows = cur.fetchall()
         conn.close()
         return rows
@@ -114,7 +217,7 @@ class Chaos:
             return -1
 
     async def add_worker(self) -> Worker:
-        worker = Worker(self.env, self.workdir / f"worker-{len(self.workers)}.log").start()
+        worker = FaultyWorker(self.env, self.workdir / f"worker-{len(self.workers)}.log").start()
         self.workers.append(worker)
         await worker.wait_ready(timeout=90)
         return worker
@@ -186,6 +289,100 @@ class Chaos:
         finally:
             await producer.stop()
 
+    async def poison_burst(self) -> list[tuple[str, int, int]]:
+        """Produce the hostile messages to every partition, interleaved with valid commands.
+
+        Returns the valid commands of the burst as (id, partition, offset); the
+        hostile ones are kept in self.poison, the marked ones in self.failing.
+        """
+        messages = []  # (kind, partition, key, value, headers)
+        for partition in range(PARTITIONS):
+            for n, (kind, key, value) in enumerate(poison_values(partition)):
+                headers = GARBAGE_HEADERS[(partition + n) % len(GARBAGE_HEADERS)]
+                messages.append((kind, partition, key, value, headers))
+                # A valid command after each: every other one with garbage headers of its own.
+                command_id = id_for_partition(partition)
+                headers = (GARBAGE_HEADERS[(partition + n + 3) % len(GARBAGE_HEADERS)] if n % 2 else
+                           [("correlation_id", f"CHAOS:{uuid.uuid4()}".encode())])
+                value = json.dumps({"command_id": command_id, "event_timestamp": VALID_TIMESTAMP}).encode()
+                messages.append(("valid", partition, command_id.encode(), value, headers))
+                if n == 7 and partition in FAILING_PARTITIONS:
+                    marked = next(i for i, (p, _) in self.failing.items() if p == partition)
+                    value = json.dumps({"command_id": marked, "event_timestamp": VALID_TIMESTAMP}).encode()
+                    messages.append(("failing", partition, marked.encode(), value, []))
+        producer = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, acks="all", enable_idempotence=True,
+                                    linger_ms=5, max_request_size=2 * MAX_MESSAGE_BYTES)
+        await producer.start()
+        try:
+            # Sent once, never resent (no broker fault overlaps the burst): each
+            # message is at the one position its metadata names.
+            futures = [await producer.send(TOPIC, value, key=key, partition=partition, headers=headers)
+                       for _, partition, key, value, headers in messages]
+            valid = []
+            for (kind, partition, key, value, _), future in zip(messages, futures):
+                metadata = await future
+                if kind == "valid":
+                    valid.append((key.decode(), metadata.partition, metadata.offset))
+                    self.acknowledged[key.decode()] = VALID_TIMESTAMP
+                elif kind == "failing":
+                    self.failing[key.decode()] = (metadata.partition, metadata.offset)
+                else:
+                    self.poison.append(Poison(kind, value, metadata.partition, metadata.offset))
+        finally:
+            await producer.stop()
+        return valid
+
+    def rows_at(self, positions: list[tuple[int, int]]) -> dict[tuple[int, int], tuple]:
+        """(partition, offset) -> (status, event_id, error) of the processed_events rows at those positions."""
+        rows = self.query(
+            'SELECT e.partition, e."offset", e.status, e.event_id::text, e.error FROM processed_events e '
+            "JOIN unnest(%s::integer[], %s::bigint[]) AS w(p, o) "
+            'ON e.topic = %s AND e.partition = w.p AND e."offset" = w.o',
+            ([p for p, _ in positions], [o for _, o in positions], TOPIC))
+        return {(p, o): (status, event_id, error) for p, o, status, event_id, error in rows}
+
+    async def poison_recovered(self, valid: list[tuple[str, int, int]]) -> float:
+        """Seconds the burst held up its partition, the longest over the partitions.
+
+        Per partition: from the consumer reaching the burst (the message just
+        before it has its row) until every message of the burst has its row and
+        its valid commands are stored. The backlog of the load in front of the
+        burst (tens of seconds at 100,000 events) is not the poison's doing.
+        """
+        burst: dict[int, list[int]] = {}
+        ids: dict[int, list[str]] = {}
+        for partition, offset in ([(p.partition, p.offset) for p in self.poison] + list(self.failing.values())
+                                  + [(p, o) for _, p, o in valid]):
+            burst.setdefault(partition, []).append(offset)
+        for command_id, partition, _ in valid:
+            ids.setdefault(partition, []).append(command_id)
+        before = {p: (p, min(offsets) - 1) for p, offsets in burst.items() if min(offsets) > 0}
+        positions = [(p, o) for p, offsets in burst.items() for o in offsets] + list(before.values())
+        everything = [command_id for batch in ids.values() for command_id in batch]
+        reached: dict[int, float] = {}
+        done: dict[int, float] = {}
+        while len(done) < len(burst):
+            if time.monotonic() > self.deadline:
+                pending = sorted(set(burst) - set(done))
+                raise TimeoutError(f"the poison burst was not worked through in partitions {pending}")
+            now = time.monotonic()
+            try:
+                rows = self.rows_at(positions)
+                stored = {row[0] for row in self.query(
+                    "SELECT id::text FROM timestamp_records WHERE id = ANY(%s::uuid[])", (everything,))}
+            except psycopg2.Error:
+                await asyncio.sleep(0.2)
+                continue
+            for partition, offsets in burst.items():
+                if partition not in reached and (partition not in before or before[partition] in rows):
+                    reached[partition] = now
+                if partition not in done and all((partition, o) in rows for o in offsets) and stored.issuperset(
+                        ids.get(partition, ())):
+                    done[partition] = now
+                    reached.setdefault(partition, now)
+            await asyncio.sleep(0.2)
+        return max(done[p] - reached[p] for p in burst)
+
     # -- faults ---------------------------------------------------------------
     async def until_sent(self, fraction: float) -> None:
         while self.sent < self.events * fraction and time.monotonic() < self.deadline:
@@ -214,6 +411,10 @@ class Chaos:
         victim.kill()
         await self.add_worker()
         report.faults.append(("SIGKILL a worker", await self.progressing(started)))
+
+        await self.until_sent(0.42)
+        valid = await self.poison_burst()
+        report.faults.append(("poison messages", await self.poison_recovered(valid)))
 
         await self.until_sent(0.5)
         started = time.monotonic()
@@ -260,16 +461,102 @@ class Chaos:
                 if body.get("event_timestamp") != timestamps.get(command_id):
                     report.table_mismatches += 1
 
-        # Dead letters are delivered at least once: compare the distinct values.
-        letters = await read_dead_letters(self.broker.bootstrap, f"{TOPIC}.dlq")
-        report.dead_letter_mismatches = len({r.value for r in letters} ^ self.invalid_values)
+        self.audit_poison(report, await read_dead_letters(self.broker.bootstrap, f"{TOPIC}.dlq"))
+        await self.audit_offsets(report)
+
+    def audit_poison(self, report: Report, letters: list) -> None:
+        """Dead letters and processed_events rows of the invalid, hostile and failing messages."""
+        report.poison, report.failing = len(self.poison), len(self.failing)
+        poison = {(p.partition, p.offset): p for p in self.poison}
+        failing = {position: command_id for command_id, position in self.failing.items()}
+        by_position: dict[tuple[int, int], list] = {}
+        others = []
+        for letter in letters:
+            info = describe(letter.headers)
+            try:
+                position = (int(info["dlq.original.partition"]), int(info["dlq.original.offset"]))
+            except (KeyError, ValueError):
+                position = None
+            if info.get("dlq.original.topic") == TOPIC and (position in poison or position in failing):
+                by_position.setdefault(position, []).append((letter, info))
+            else:
+                others.append(letter)
+
+        # The load's invalid messages may have been produced twice (a chunk resent
+        # after a broker restart): compare their distinct values.
+        report.dead_letter_mismatches = len({r.value for r in others} ^ self.invalid_values)
+        # The burst's were produced once: one dead letter per original position (a
+        # replayed batch may send it again, identical), with the original value and
+        # the reason it was refused.
+        for position in poison.keys() | failing.keys():
+            found = by_position.get(position, [])
+            expected = poison[position].value if position in poison else None
+            wrong = (not found or len({letter.value for letter, _ in found}) != 1
+                     or any(info.get("dlq.value.omitted") for _, info in found))
+            if position in poison:
+                wrong = wrong or any(letter.value != expected or info.get("dlq.reason") in (None, PROCESSING_ERROR)
+                                     for letter, info in found)
+            else:
+                wrong = wrong or any(info.get("dlq.reason") != PROCESSING_ERROR
+                                     or info.get("dlq.error.type") != "RuntimeError"
+                                     or letter.key != failing[position].encode()
+                                     or failing[position].encode() not in (letter.value or b"")
+                                     for letter, info in found)
+            if wrong:
+                report.dead_letter_mismatches += 1
+                print(f"dead letters of {position} ({poison[position].kind if position in poison else 'failing'}): "
+                      f"{[(describe(letter.headers), (letter.value or b'')[:60]) for letter, _ in found]}",
+                      file=sys.stderr)
+
+        rows = self.rows_at(list(poison) + list(failing))
+        for position in poison:
+            if rows.get(position, (None,))[0] != "invalid":
+                report.status_mismatches += 1
+                print(f"processed_events at {position} ({poison[position].kind}): {rows.get(position)}",
+                      file=sys.stderr)
+        for position, command_id in failing.items():
+            status, event_id, error = rows.get(position, (None, None, None))
+            if (status, event_id) != ("failed", command_id) or not (error or "").startswith("RuntimeError: injected"):
+                report.status_mismatches += 1
+                print(f"processed_events at {position} (failing {command_id}): {rows.get(position)}", file=sys.stderr)
+        # Accounted for as failed, never stored (stored, `duplicated` would count them too).
+        report.status_mismatches += self.query(
+            "SELECT count(*) FROM timestamp_records WHERE id = ANY(%s::uuid[])", (list(self.failing),))[0][0]
+
+    async def audit_offsets(self, report: Report) -> None:
+        """app.audit over the whole topic, once the group committed everything (or a minute passed)."""
+        partitions = list(range(PARTITIONS))
+        tps = [TopicPartition(TOPIC, p) for p in partitions]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, group_id=None, enable_auto_commit=False)
+        database = Database(self.postgres.url)
+        await consumer.start()
+        try:
+            async with KafkaView(self.broker.bootstrap, TOPIC, isolation_level("at_least_once")) as kafka:
+                ends = {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+                settle = min(self.deadline, time.monotonic() + 60)
+                while True:
+                    committed = await kafka.committed(GROUP, partitions)
+                    if all((committed[p] or 0) >= ends[p] for p in partitions) or time.monotonic() > settle:
+                        break
+                    await asyncio.sleep(1)
+                result = await offset_audit(kafka, database, GROUP, partitions)
+        finally:
+            await consumer.stop()
+            await database.close()
+        report.audit_gaps = result.missing
+        audited = sum(p.window[1] - p.window[0] for p in result.partitions)
+        report.audited = f"{audited} of {sum(ends.values())} offsets committed and audited"
+        if not result.committed_any:
+            report.audit_gaps = -1  # nothing committed: nothing audited, which proves nothing
+        if result.missing or not result.committed_any:
+            print("\n".join(result.lines()), file=sys.stderr)
 
     async def run(self) -> Report:
         report = Report(self.events)
         started = time.monotonic()
         await asyncio.to_thread(self.start_infrastructure)
         try:
-            await ensure_topic(self.broker.bootstrap, TOPIC, 8, 1, {"retention.ms": "-1"})
+            await ensure_topic(self.broker.bootstrap, TOPIC, PARTITIONS, 1, {"retention.ms": "-1"})
             await self.add_worker()
             await asyncio.gather(self.post_load(self.events // 2), self.produce_load(self.events - self.events // 2),
                                  self.faults(report))
@@ -281,8 +568,17 @@ class Chaos:
 
 
 def run(events: int, deadline: float, workdir: Path | None = None) -> Report:
-    with tempfile.TemporaryDirectory(prefix="chaos-", dir=workdir) as tmp:
-        return asyncio.run(Chaos(events, Path(tmp), deadline).run())
+    """One chaos run in a new directory, removed afterwards unless the run failed (its logs are evidence)."""
+    tmp = Path(tempfile.mkdtemp(prefix="chaos-", dir=workdir))
+    report = None
+    try:
+        report = asyncio.run(Chaos(events, tmp, deadline).run())
+        return report
+    finally:
+        if report is not None and report.ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"chaos run failed: worker logs and data kept in {tmp}", file=sys.stderr)
 
 
 if __name__ == "__main__":
