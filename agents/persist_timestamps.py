@@ -64,6 +64,11 @@ stalls = faust_fixes.StallDetector(idle_seconds=STALL_SECONDS)
 @app.timer(interval=STALL_SECONDS)
 async def resume_stalled_partitions() -> None:
     """Seek a partition stuck behind a message that was never processed back to its committed offset."""
+    if not app.flow_control.is_active():
+        # A rebalance is under way: committed offsets are not known yet and its
+        # own seek comes later. Judge stalls afresh once it is over.
+        stalls.reset()
+        return
     assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.command_topic]
     committed = {tp: app.consumer._committed_offset.get(tp) or 0 for tp in assigned}
     for tp, offset in stalls.stalled(committed, app.monitor.tp_end_offsets).items():

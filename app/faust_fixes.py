@@ -136,6 +136,11 @@ class StallDetector:
     def progressed(self) -> None:
         self.last_progress = time.monotonic()
 
+    def reset(self) -> None:
+        """Forget what was seen: a stall must be observed anew (after a rebalance)."""
+        self.progressed()
+        self._seen = {}
+
     def stalled(self, committed: dict, ends: dict) -> dict:
         """tp -> committed offset to seek back to."""
         idle = time.monotonic() - self.last_progress >= self.idle_seconds

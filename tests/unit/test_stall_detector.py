@@ -1,0 +1,26 @@
+"""The stall detector: a partition is stalled when its committed offset lags and stays put while the agent idles."""
+
+from app.faust_fixes import StallDetector
+
+
+def test_a_partition_is_stalled_after_two_idle_looks_at_the_same_committed_offset():
+    stalls = StallDetector(idle_seconds=0)
+    assert stalls.stalled({"p0": 5, "p1": 9}, {"p0": 8, "p1": 9}) == {}  # first look: nothing to compare
+    assert stalls.stalled({"p0": 5, "p1": 9}, {"p0": 8, "p1": 9}) == {"p0": 5}  # p1 is at its end
+
+
+def test_progress_or_a_moving_offset_is_no_stall():
+    stalls = StallDetector(idle_seconds=60)
+    stalls.stalled({"p0": 5}, {"p0": 8})
+    assert stalls.stalled({"p0": 5}, {"p0": 8}) == {}  # the agent worked within the idle time
+    idle = StallDetector(idle_seconds=0)
+    idle.stalled({"p0": 5}, {"p0": 8})
+    assert idle.stalled({"p0": 6}, {"p0": 8}) == {}
+
+
+def test_after_a_reset_a_stall_must_be_seen_anew():
+    stalls = StallDetector(idle_seconds=0)
+    stalls.stalled({"p0": 0}, {"p0": 8})
+    stalls.reset()  # a rebalance happened: offsets seen before it prove nothing
+    assert stalls.stalled({"p0": 0}, {"p0": 8}) == {}
+    assert stalls.stalled({"p0": 0}, {"p0": 8}) == {"p0": 0}
