@@ -35,9 +35,11 @@ one a worker uses, and the worker logs it at start.
 
 2. Commits jump a gap at the head. `Consumer._new_offset` only refuses to commit
    past unacknowledged messages at the head when the committed offset is truthy
-   (so never for offset 0) and the gap is longer than one message. The wrapper
-   refuses whenever the next offset to commit is neither acknowledged nor a
-   known gap (transaction markers, compaction), and lets Faust decide otherwise.
+   (so never for a partition without a commit, nor for offset 0, both stored as
+   None) and the gap is longer than one message. The wrapper refuses whenever
+   the next offset to commit (the committed one, else the partition's start
+   found by fix 3) is neither acknowledged nor a known gap (transaction markers,
+   compaction), and lets Faust decide otherwise.
 
 3. Uncommitted partitions resume where the fetcher was. After a rebalance Faust
    seeks each partition to its committed offset, but a partition with none (or
@@ -83,10 +85,23 @@ def _ack_processed_only(self: Consumer, message) -> bool:
     return _original_ack(self, message)
 
 
+# Where each uncommitted partition starts (its earliest offset), found at assignment
+# (fix 3): for such a partition Faust's own check has nothing to compare with.
+_start_offsets: dict = {}
+
+
+def next_offset_to_commit(committed: int | None, start: int | None) -> int | None:
+    """The offset whose acknowledgement must come before any commit: the committed one, else the start.
+
+    Faust stores a committed offset of 0 as None too, which the start covers.
+    """
+    return committed if committed is not None else start
+
+
 def _new_offset_without_head_gap(self: Consumer, tp):
-    committed = self._committed_offset[tp]
-    if committed is not None and committed >= 0 and self._acked[tp]:
-        if committed not in self._acked_index[tp] and not self._gap[tp].overlaps(committed):
+    head = next_offset_to_commit(self._committed_offset[tp], _start_offsets.get(tp))
+    if head is not None and head >= 0 and self._acked[tp]:
+        if head not in self._acked_index[tp] and not self._gap[tp].overlaps(head):
             return None  # the next offset to commit has not been processed yet
     return _original_new_offset(self, tp)
 
@@ -99,6 +114,7 @@ async def _perform_seek_from_start_when_uncommitted(self: Consumer) -> None:
     ]
     if uncommitted:
         for tp, offset in (await self.earliest_offsets(*uncommitted)).items():
+            _start_offsets[tp] = offset
             await self.seek(tp, offset)
 
 
