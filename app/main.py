@@ -21,6 +21,7 @@ from app.tracing import setup_tracing
 from web.middleware import WEB_APPLICATION_OPTIONS
 
 
+log = logging.getLogger(__name__)
 faust_fixes.apply()
 
 # The default datadir names the web port; Faust formats it lazily at each use, so
@@ -78,7 +79,6 @@ class ShutdownDeadline:
         os._exit(0)
 
 
-log = logging.getLogger(__name__)
 shutdown_deadline = ShutdownDeadline(settings.shutdown_timeout_seconds)
 
 
