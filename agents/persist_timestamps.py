@@ -7,7 +7,6 @@ from dataclasses import replace
 from typing import Sequence
 
 from app import faust_fixes
-from app.commands import DecodeLimits
 from app.dead_letters import DeadLetter
 from app.enrichment import ConsumedMessage
 from app.main import app, command_topic, database, dead_letter_topic
@@ -32,7 +31,7 @@ async def persist_timestamps(stream):
     table_writer = TableWriter(stream)
     sink = TimestampSink(
         database, send_dead_letters, table_writer.update, settings.command_topic,
-        DecodeLimits(settings.max_message_bytes, settings.max_json_depth), settings.database_retry_max_seconds,
+        settings.decode_limits, settings.database_retry_max_seconds,
     )
     async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait_seconds):
         table_writer.events = {(e.message.partition, e.message.offset): e for e in events}

@@ -153,7 +153,7 @@ async def _audit(settings, args, database) -> int:
                 dead_letters = settings.dead_letter_topic if topic == settings.command_topic else f"{topic}.dlq"
                 summary = await replay_ranges(settings.kafka_bootstrap_servers, topic, database, report.ranges(),
                                               progress=not args.json and sys.stderr.isatty(),
-                                              limits=_decode_limits(settings), dead_letter_topic=dead_letters)
+                                              limits=settings.decode_limits, dead_letter_topic=dead_letters)
                 repair = {"ranges": {p: [list(r) for r in spans] for p, spans in report.ranges().items()},
                           "events_read": summary.events_read, "rows_inserted": summary.rows_inserted,
                           "rows_already_present": summary.rows_already_present, "invalid": summary.invalid,
@@ -181,13 +181,7 @@ async def _run_replay(settings, database, args, start, stop):
 
     return await _closing(database, replay(
         settings.kafka_bootstrap_servers, args.topic or settings.command_topic, database, start, stop,
-        batch_size=args.batch_size, progress=not args.no_progress, limits=_decode_limits(settings)))
-
-
-def _decode_limits(settings):
-    from app.commands import DecodeLimits
-
-    return DecodeLimits(settings.max_message_bytes, settings.max_json_depth)
+        batch_size=args.batch_size, progress=not args.no_progress, limits=settings.decode_limits))
 
 
 async def _closing(database, coroutine):

@@ -65,11 +65,7 @@ def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime,
     """
     plan = BatchPlan()
     seen = set()
-    positions = set()
-    for message in messages:
-        if message.source in positions:
-            continue  # the same message fetched twice (re-read after a rebalance)
-        positions.add(message.source)
+    for message in unique_positions(messages):
         correlation_id = from_kafka_headers(message.headers)
         try:
             command = decode_command(message.value, correlation_id, limits)

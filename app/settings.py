@@ -193,6 +193,13 @@ class Settings:
     log_level: str
 
     @property
+    def decode_limits(self):
+        """MAX_MESSAGE_BYTES and MAX_JSON_DEPTH, as the command decoder takes them."""
+        from app.commands import DecodeLimits  # settings import nothing else of the app at load
+
+        return DecodeLimits(self.max_message_bytes, self.max_json_depth)
+
+    @property
     def kafka_broker_url(self) -> str:
         return ";".join(f"kafka://{host}" for host in self.kafka_bootstrap_servers.split(","))
 

@@ -120,8 +120,8 @@ class TimestampSink:
         plan = plan_batch(messages, processed_at=utc_now(), limits=self.limits)
         _log_skipped(plan)
         by_position = {m.source: m for m in messages}
-        await self.send_dead_letters(
-            [dead_letter(by_position[e.source], e) for e in plan.skipped if e.status == "invalid"])
+        invalid = [e for e in plan.skipped if e.status == "invalid"]
+        await self.send_dead_letters([dead_letter(by_position[e.source], e) for e in invalid])
         with database_write_span(spans):
             started = time.monotonic()
             inserted = await self.database.persist_batch_with_retry(plan)
@@ -129,7 +129,7 @@ class TimestampSink:
         await self._update_table(plan.records, inserted)
         _record_outcomes(plan, inserted)
         outcome.inserted += len(inserted)
-        outcome.invalid += sum(1 for e in plan.skipped if e.status == "invalid")
+        outcome.invalid += len(invalid)
 
     async def _fail(self, message: ConsumedMessage, error: Exception) -> None:
         """Dead-letter a message whose processing raised, and record it as failed."""

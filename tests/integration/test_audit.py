@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import topic_end_offsets, wait_until
+from tests.integration.conftest import committed_offsets, topic_end_offsets, wait_until
 from tests.worker_process import REPO
 
 EVENTS_SQL = ('SELECT topic, partition, "offset", event_id::text, status FROM processed_events '
@@ -40,22 +40,12 @@ async def produce(producer, topic: str, per_partition: dict[int, int]) -> None:
         await future
 
 
-async def committed_offsets(namespace) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=namespace.bootstrap_servers)
-    await admin.start()
-    try:
-        found = await admin.list_consumer_group_offsets(namespace.app_id)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == namespace.topic}
-
-
 async def wait_until_committed(namespace) -> dict[int, int]:
     """Until the group has committed the end offset of every non-empty partition."""
     ends = {p: end for p, end in (await topic_end_offsets(namespace.bootstrap_servers, namespace.topic)).items() if end}
 
     async def all_committed():
-        committed = await committed_offsets(namespace)
+        committed = await committed_offsets(namespace.bootstrap_servers, namespace.app_id, namespace.topic)
         return committed if all(committed.get(p) == end for p, end in ends.items()) else None
 
     return await wait_until(all_committed, 60, f"the group to commit {ends}", interval=0.5)
@@ -116,7 +106,7 @@ async def test_audit_reports_the_exact_missing_ranges_and_repair_restores_the_sa
     assert {p["partition"]: p["gaps"] for p in report["partitions"] if p["gaps"]} == {
         2: [[10, 15]], 5: [[0, 3], [24, 25]]}
     assert {p["partition"]: p["committed"] for p in report["partitions"]} == committed
-    assert await committed_offsets(namespace) == committed  # the audit never touched the group
+    assert await committed_offsets(namespace.bootstrap_servers, namespace.app_id, namespace.topic) == committed  # the audit never touched the group
 
     repaired = audit(namespace, "--repair")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
@@ -129,7 +119,7 @@ async def test_audit_reports_the_exact_missing_ranges_and_repair_restores_the_sa
     again = audit(namespace, "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["missing"] == 0
-    assert await committed_offsets(namespace) == committed
+    assert await committed_offsets(namespace.bootstrap_servers, namespace.app_id, namespace.topic) == committed
 
 
 async def test_worker_exports_the_gaps_of_its_window_until_they_are_repaired(workers, namespace, producer, http):
