@@ -68,3 +68,26 @@ async def test_invalid_messages_are_dead_lettered_and_can_be_republished(workers
         return namespace.query("SELECT count(*) FROM processed_events WHERE status = 'invalid'") == [(3,)]
 
     await wait_until(three_invalid, 30, "the republished message to be recorded as invalid")
+
+
+async def test_a_dead_letter_the_broker_refuses_is_sent_without_its_value(workers, namespace, producer,
+                                                                           bootstrap_servers):
+    from app.topics import ensure_topic
+
+    dlq = f"{namespace.topic}.dlq"
+    await namespace.create_topic()
+    # An existing dead-letter topic keeps its config: this one refuses letters over 10 kB.
+    await ensure_topic(bootstrap_servers, dlq, 8, 1, {"max.message.bytes": "10000"})
+    big = await producer.send_and_wait(namespace.topic, b"x" * 20_000, key=b"big", partition=1)
+    await workers().wait_ready()
+
+    async def one_letter():
+        letters = await read_dead_letters(bootstrap_servers, dlq)
+        return letters or None
+
+    [letter] = await wait_until(one_letter, 60, "the refused dead letter, sent without its value")
+    info = describe(letter.headers)
+    assert (letter.key, letter.value) == (b"big", None)
+    assert info["dlq.value.omitted"] == "MessageSizeTooLargeError"
+    assert (info["dlq.original.partition"], info["dlq.original.offset"]) == ("1", str(big.offset))
+    assert info["dlq.reason"] == "message value is not JSON"
