@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Sequence
 
 from app import faust_fixes
@@ -13,7 +12,7 @@ from app.main import app, command_topic, database, dead_letter_topic
 from app.records import SourcePosition, TimestampRecord
 from app.settings import settings
 from app.sink import TimestampSink
-from tables.timestamps import timestamps
+from tables.timestamps import ChangelogBatchWriter, timestamps
 
 log = logging.getLogger(__name__)
 STALL_SECONDS = 5.0
@@ -28,17 +27,20 @@ async def persist_timestamps(stream):
     cancellation, so the loop never exits with a batch half done.
     """
     await database.migrate_when_reachable()  # consumes nothing until the schema is there
-    table_writer = TableWriter(stream)
+    changelog = ChangelogBatchWriter(timestamps, settings.kafka_bootstrap_servers,
+                                     settings.command_topic_partitions, owned_command_partitions)
     sink = TimestampSink(
-        database, send_dead_letters, table_writer.update, settings.command_topic,
+        database, send_dead_letters, TableWriter(changelog).update, settings.command_topic,
         settings.decode_limits, settings.database_retry_max_seconds,
     )
-    async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait_seconds):
-        table_writer.events = {(e.message.partition, e.message.offset): e for e in events}
-        await sink.write([consumed(event) for event in events])
-        for event in events:
-            await stream.ack(event)
-        stalls.progressed()
+    try:
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait_seconds):
+            await sink.write([consumed(event) for event in events])
+            for event in events:
+                await stream.ack(event)
+            stalls.progressed()
+    finally:
+        await changelog.stop()
 
 
 def consumed(event) -> ConsumedMessage:
@@ -76,31 +78,22 @@ async def resume_stalled_partitions() -> None:
 
 
 class TableWriter:
-    """Puts records in the query table, each write made as its own event's.
+    """Puts the records of a batch in the query table, one changelog batch per partition."""
 
-    The RocksDB store files a key under the partition of the event being
-    processed, which Faust reads from the stream; there is no await between
-    setting and restoring it, so nothing else sees it.
-    """
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.events: dict[tuple[int, int], object] = {}
+    def __init__(self, changelog: ChangelogBatchWriter) -> None:
+        self.changelog = changelog
 
     async def update(self, records: list[TimestampRecord], inserted: dict) -> None:
         """Put newly inserted records in the table; fill in replayed ones it lacks."""
         missing = [r for r in records if r.id not in inserted and timestamps.get(str(r.id).encode()) is None]
         stored = {r.id: r for r in await database.fetch_records([r.id for r in missing])} if missing else {}
-        previous = self.stream.current_event  # restored below: the stream's buffering reads it
-        try:
-            for record in records:
-                view = None
-                if record.id in inserted:
-                    view = replace(record, created_at=inserted[record.id]).as_view()
-                elif record.id in stored:
-                    view = stored[record.id].as_view()
-                if view is not None:
-                    self.stream._set_current_event(self.events[(record.source.partition, record.source.offset)])
-                    timestamps[str(record.id).encode()] = view
-        finally:
-            self.stream._set_current_event(previous)
+        await self.changelog.put_many(
+            [(str(record.id).encode(), record.as_json(created_at=inserted[record.id])) for record in records
+             if record.id in inserted]
+            + [(str(record.id).encode(), record.as_json()) for record in stored.values()]
+        )
+
+
+def owned_command_partitions() -> set[int]:
+    """Partitions of the command topic (and so of the table) this worker owns now."""
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.command_topic}

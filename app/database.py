@@ -27,20 +27,34 @@ _RECORD_COLUMNS = (
     "id, event_timestamp, created_at, received_at, processed_at, correlation_id, "
     "source_topic, source_partition, source_offset"
 )
-_INSERT_RECORDS = """
-    INSERT INTO timestamp_records (id, event_timestamp, received_at, processed_at,
-                                   correlation_id, source_topic, source_partition, source_offset)
-    SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
-                         %s::text[], %s::text[], %s::integer[], %s::bigint[])
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id, created_at
-"""
-_INSERT_PROCESSED_EVENTS = """
-    INSERT INTO processed_events (topic, partition, "offset", event_id, correlation_id,
-                                  status, error, processed_at)
-    SELECT * FROM unnest(%s::text[], %s::integer[], %s::bigint[], %s::uuid[], %s::text[],
-                         %s::text[], %s::text[], %s::timestamptz[])
-    ON CONFLICT (topic, partition, "offset") DO NOTHING
+# One statement, so one round trip and one implicit transaction per batch: the
+# records, then a processed_events row per message (persisted or duplicate as
+# the insert decided, plus the skipped ones).
+_PERSIST_BATCH = """
+    WITH batch AS (
+        SELECT * FROM unnest(%(id)s::uuid[], %(event_timestamp)s::timestamptz[], %(received_at)s::timestamptz[],
+                             %(processed_at)s::timestamptz[], %(correlation_id)s::text[], %(topic)s::text[],
+                             %(partition)s::integer[], %(offset)s::bigint[])
+            AS b(id, event_timestamp, received_at, processed_at, correlation_id, topic, partition, "offset")
+    ), inserted AS (
+        INSERT INTO timestamp_records (id, event_timestamp, received_at, processed_at,
+                                       correlation_id, source_topic, source_partition, source_offset)
+        SELECT * FROM batch
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, created_at
+    ), logged AS (
+        INSERT INTO processed_events (topic, partition, "offset", event_id, correlation_id,
+                                      status, error, processed_at)
+        SELECT b.topic, b.partition, b."offset", b.id, b.correlation_id,
+               CASE WHEN i.id IS NULL THEN 'duplicate' ELSE 'persisted' END, NULL, b.processed_at
+        FROM batch b LEFT JOIN inserted i USING (id)
+        UNION ALL
+        SELECT * FROM unnest(%(s_topic)s::text[], %(s_partition)s::integer[], %(s_offset)s::bigint[],
+                             %(s_event_id)s::uuid[], %(s_correlation_id)s::text[], %(s_status)s::text[],
+                             %(s_error)s::text[], %(s_processed_at)s::timestamptz[])
+        ON CONFLICT (topic, partition, "offset") DO NOTHING
+    )
+    SELECT id, created_at FROM inserted
 """
 
 
@@ -158,40 +172,33 @@ class Database:
             await cur.execute("SELECT 1")
 
     async def persist_batch(self, plan: BatchPlan) -> dict[uuid.UUID, datetime]:
-        """Write a batch in one transaction; returns created_at of the ids it inserted.
+        """Write a batch in one statement; returns created_at of the ids it inserted.
 
         Ids already present are left alone (ON CONFLICT DO NOTHING), which makes a
         replayed batch harmless.
         """
         pool = await self.pool()
-        records = plan.records
+        records, skipped = plan.records, plan.skipped
         async with pool.acquire() as conn, conn.cursor() as cur:
-            async with cur.begin():
-                inserted: dict[uuid.UUID, datetime] = {}
-                if records:
-                    await cur.execute(_INSERT_RECORDS, (
-                        [r.id for r in records],
-                        [r.event_timestamp for r in records],
-                        [r.received_at for r in records],
-                        [r.processed_at for r in records],
-                        [r.correlation_id for r in records],
-                        [r.source.topic for r in records],
-                        [r.source.partition for r in records],
-                        [r.source.offset for r in records],
-                    ))
-                    inserted = dict(await cur.fetchall())
-                events = plan.processed_events(set(inserted))
-                await cur.execute(_INSERT_PROCESSED_EVENTS, (
-                    [e.source.topic for e in events],
-                    [e.source.partition for e in events],
-                    [e.source.offset for e in events],
-                    [e.event_id for e in events],
-                    [e.correlation_id for e in events],
-                    [e.status for e in events],
-                    [e.error for e in events],
-                    [e.processed_at for e in events],
-                ))
-        return inserted
+            await cur.execute(_PERSIST_BATCH, {
+                "id": [r.id for r in records],
+                "event_timestamp": [r.event_timestamp for r in records],
+                "received_at": [r.received_at for r in records],
+                "processed_at": [r.processed_at for r in records],
+                "correlation_id": [r.correlation_id for r in records],
+                "topic": [r.source.topic for r in records],
+                "partition": [r.source.partition for r in records],
+                "offset": [r.source.offset for r in records],
+                "s_topic": [e.source.topic for e in skipped],
+                "s_partition": [e.source.partition for e in skipped],
+                "s_offset": [e.source.offset for e in skipped],
+                "s_event_id": [e.event_id for e in skipped],
+                "s_correlation_id": [e.correlation_id for e in skipped],
+                "s_status": [e.status for e in skipped],
+                "s_error": [e.error for e in skipped],
+                "s_processed_at": [e.processed_at for e in skipped],
+            })
+            return dict(await cur.fetchall())
 
     async def persist_batch_with_retry(self, plan: BatchPlan) -> dict[uuid.UUID, datetime]:
         """persist_batch, retried with exponential back-off while the error is transient.

@@ -128,22 +128,58 @@ def register_collector(collector: Collector) -> None:
 
 
 
-class _MillisecondsToSeconds:
-    """Faust's sensor observes event runtimes in ms; Prometheus wants base units."""
-
-    def __init__(self, histogram: Histogram) -> None:
-        self._histogram = histogram
-
-    def observe(self, milliseconds: float) -> None:
-        self._histogram.observe(milliseconds / 1000)
+# Faust's per-message sensors: each costs a few label look-ups per message and
+# event, and `timestamp_events_processed_total` and the batch metrics above
+# already count what they count, per batch.
+_PER_EVENT_FAUST_METRICS = (
+    "messages_received", "active_messages", "messages_received_per_topics",
+    "messages_received_per_topics_partition", "events_runtime_latency", "total_events",
+    "total_active_events", "total_events_per_stream", "table_operations", "topic_messages_sent",
+    "total_sent_messages", "producer_send_latency",
+)
 
 
 def setup_faust_sensors(app, name_prefix: str = "faust") -> None:
-    """Faust's Prometheus sensors on the default registry, with the one ms metric in seconds."""
+    """Faust's Prometheus sensors on the default registry, without the per-event ones.
+
+    Kept: rebalances, assignments, commit latency, committed and end offsets,
+    send errors, web requests. The offsets also feed `consumer_lag` and the
+    stall detector, through the monitor's `tp_*_offsets`.
+    """
     from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 
     faust_metrics = FaustMetrics.create(REGISTRY, name_prefix)
-    REGISTRY.unregister(faust_metrics.events_runtime_latency)
-    runtime = Histogram(f"{name_prefix}_events_runtime_seconds", "Time a stream took to process an event.",
-                        buckets=LATENCY_BUCKETS)
-    app.monitor = PrometheusMonitor(metrics=faust_metrics._replace(events_runtime_latency=_MillisecondsToSeconds(runtime)))
+    for name in _PER_EVENT_FAUST_METRICS:
+        REGISTRY.unregister(getattr(faust_metrics, name))
+
+    class PipelineMonitor(PrometheusMonitor):
+        """PrometheusMonitor whose per-message and per-event hooks do nothing."""
+
+        def on_message_in(self, tp, offset, message) -> None:
+            pass
+
+        def on_stream_event_in(self, tp, offset, stream, event):
+            return None
+
+        def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None:
+            pass
+
+        def on_message_out(self, tp, offset, message) -> None:
+            pass
+
+        def on_table_get(self, table, key) -> None:
+            pass
+
+        def on_table_set(self, table, key, value) -> None:
+            pass
+
+        def on_table_del(self, table, key) -> None:
+            pass
+
+        def on_send_initiated(self, producer, topic, message, keysize, valsize):
+            return self.time()  # the start time, for on_send_error's latency
+
+        def on_send_completed(self, producer, state, metadata) -> None:
+            pass
+
+    app.monitor = PipelineMonitor(metrics=faust_metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,6 +56,13 @@ class TimestampRecord:
             "source_offset": str(self.source.offset),
         }
         return {key: value for key, value in view.items() if value is not None}
+
+    def as_json(self, created_at: datetime | None = None) -> bytes:
+        """`as_view` encoded, with `created_at` when the insert just returned it: the query table's value."""
+        view = self.as_view()
+        if created_at is not None:
+            view["created_at"] = format_rfc3339(created_at)
+        return json.dumps(view, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
@@ -126,7 +127,7 @@ class TimestampSink:
             started = time.monotonic()
             inserted = await self.database.persist_batch_with_retry(plan)
             metrics.db_write_duration.observe(time.monotonic() - started)
-        await self._update_table(plan.records, inserted)
+        await self._retry_kafka(self._update_table, plan.records, inserted)
         _record_outcomes(plan, inserted)
         outcome.inserted += len(inserted)
         outcome.invalid += len(invalid)
@@ -162,13 +163,17 @@ class TimestampSink:
         metrics.dead_letters.inc(len(letters))
 
     async def _send_retrying(self, letters: Sequence[DeadLetter]) -> None:
+        await self._retry_kafka(self._send_dead_letters, letters)
+
+    async def _retry_kafka(self, write: Callable[..., Awaitable[None]], *args) -> None:
+        """A write to Kafka (dead letters, the table's changelog), retried while the broker is unreachable."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_kafka_outage),
             wait=wait_exponential(multiplier=0.2, max=self.retry_max_seconds),
             before_sleep=_log_kafka_retry,
         ):
             with attempt:
-                await self._send_dead_letters(letters)
+                await write(*args)
 
 
 def _log_skipped(plan: BatchPlan) -> None:
@@ -180,8 +185,11 @@ def _log_skipped(plan: BatchPlan) -> None:
 
 def _record_outcomes(plan: BatchPlan, inserted: dict) -> None:
     """Metrics of a committed (sub-)batch."""
-    for event in plan.processed_events(set(inserted)):
-        metrics.events_processed.labels(event.status).inc()
+    persisted = len(inserted)
+    metrics.events_processed.labels("persisted").inc(persisted)
+    metrics.events_processed.labels("duplicate").inc(len(plan.records) - persisted)
+    for status, count in Counter(event.status for event in plan.skipped).items():
+        metrics.events_processed.labels(status).inc(count)
     now = utc_now()
     for record in plan.records:
         if record.id in inserted and record.received_at is not None:
@@ -194,5 +202,5 @@ def _log_unplaced_failure(state) -> None:
 
 
 def _log_kafka_retry(state) -> None:
-    log.warning("Sending dead letters failed (attempt %d), retrying: %r",
+    log.warning("Writing to Kafka failed (attempt %d), retrying: %r",
                 state.attempt_number, state.outcome.exception())

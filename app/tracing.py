@@ -20,11 +20,23 @@ from opentelemetry.trace import Link, Span, SpanKind
 tracer = trace.get_tracer("timestamp-pipeline")
 
 
+class _Exporting:
+    """Whether finished spans go anywhere: an OTLP endpoint is set, or a provider was installed before ours."""
+
+    value = False
+
+
 def setup_tracing(service_name: str) -> None:
-    """Install the SDK tracer provider (once per process)."""
+    """Install the SDK tracer provider (once per process).
+
+    Its sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG
+    (default: parentbased_always_on). Without an exporter the HTTP spans are still
+    made, for the trace ids in the logs; the per-event spans of the agent are not.
+    """
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
     if isinstance(trace.get_tracer_provider(), TracerProvider):
+        _Exporting.value = True
         return
     # Resource.create honours OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
@@ -32,6 +44,7 @@ def setup_tracing(service_name: str) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        _Exporting.value = True
     trace.set_tracer_provider(provider)
 
 
@@ -56,7 +69,13 @@ def extract_context(headers: Iterable[tuple[str, bytes]] | None):
 
 
 def start_processing_spans(topic: str, headers_per_event: Sequence) -> list[Span]:
-    """One consumer span per event, each a child of its producer's context."""
+    """One consumer span per event, each a child of its producer's context.
+
+    Nothing is made per event when no span would be exported; an event the
+    sampler drops gets a non-recording span.
+    """
+    if not _Exporting.value:
+        return [trace.INVALID_SPAN] * len(headers_per_event)
     return [
         tracer.start_span(
             f"process {topic}",
@@ -76,7 +95,7 @@ def database_write_span(processing: Sequence[Span]):
         "INSERT timestamp_records",
         context=parent,
         kind=SpanKind.CLIENT,
-        links=[Link(span.get_span_context()) for span in processing[1:]],
+        links=[Link(span.get_span_context()) for span in processing[1:] if span.is_recording()],
         attributes={"db.system": "postgresql", "db.operation.name": "INSERT",
                     "db.collection.name": "timestamp_records", "db.operation.batch.size": len(processing)},
     )

@@ -82,12 +82,12 @@ async def _send(command_id: uuid.UUID, value: bytes):
             command_topic.get_topic_name(), str(command_id).encode(), value, headers)
 
 
-async def find_record(command_id: str) -> dict | None:
-    """From the table when this worker has it, else from PostgreSQL."""
+async def find_record(command_id: str) -> bytes | None:
+    """The record's JSON: from the table when this worker has it, else from PostgreSQL."""
     view = timestamps.get(command_id.encode())
     if view is None:
         record = await database.fetch_record(uuid.UUID(command_id))
-        view = record.as_view() if record else None
+        view = record.as_json() if record else None
     return view
 
 
@@ -116,7 +116,7 @@ class TimestampView(View):
         view = await find_record(command_id)
         if view is None:
             return json_error(404, "not_found", f"no timestamp record with id {command_id} (yet)")
-        return self.json(view)
+        return self.bytes(view, content_type="application/json")
 
 
 def _routed(request: Request) -> Request:

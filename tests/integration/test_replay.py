@@ -12,7 +12,7 @@ import uuid
 from aiokafka.admin import AIOKafkaAdminClient
 from yarl import URL
 
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import committed_offsets, wait_until
 from tests.worker_process import REPO
 
 RECORD_SQL = "SELECT id::text, event_timestamp FROM timestamp_records ORDER BY id"
@@ -103,6 +103,12 @@ async def test_replay_into_an_empty_database_while_workers_run(workers, http, na
     ids = await produce(producer, namespace.topic, 300)
 
     await namespace.wait_for_records(300)
+
+    async def all_committed():  # the live worker commits after its rows: wait for its last commit
+        committed = await committed_offsets(bootstrap_servers, namespace.app_id, namespace.topic)
+        return sum(offset or 0 for offset in committed.values()) == 300
+
+    await wait_until(all_committed, 60, "the worker to commit all 300 offsets")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     group_before = await admin.list_consumer_group_offsets(namespace.app_id)
