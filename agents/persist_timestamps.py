@@ -11,7 +11,7 @@ from app.enrichment import ConsumedMessage
 from app.main import app, command_topic, database, dead_letter_topic
 from app.records import SourcePosition, TimestampRecord
 from app.settings import settings
-from app.sink import TimestampSink
+from app.sink import TimestampSink, WriteBehind
 from tables.timestamps import ChangelogBatchWriter, timestamps
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ async def persist_timestamps(stream):
 
     `noack_take` leaves acknowledging to us (the app's stream class never acks
     on its own, see app/faust_fixes.py), and `sink.write` raises nothing but
-    cancellation, so the loop never exits with a batch half done.
+    cancellation, so no batch is ever acknowledged half done. Batches are
+    written behind the loop (WriteBehind), in order, while it collects the next.
     """
     await database.migrate_when_reachable()  # consumes nothing until the schema is there
     changelog = ChangelogBatchWriter(timestamps, settings.kafka_bootstrap_servers,
@@ -33,13 +34,19 @@ async def persist_timestamps(stream):
         database, send_dead_letters, TableWriter(changelog).update, settings.command_topic,
         settings.decode_limits, settings.database_retry_max_seconds,
     )
+
+    async def write_and_ack(events) -> None:
+        await sink.write([consumed(event) for event in events])
+        for event in events:
+            await stream.ack(event)
+        stalls.progressed()
+
+    writer = WriteBehind(write_and_ack)
     try:
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait_seconds):
-            await sink.write([consumed(event) for event in events])
-            for event in events:
-                await stream.ack(event)
-            stalls.progressed()
+            await writer.submit(events)
     finally:
+        await writer.close()
         await changelog.stop()
 
 

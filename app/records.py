@@ -58,11 +58,20 @@ class TimestampRecord:
         return {key: value for key, value in view.items() if value is not None}
 
     def as_json(self, created_at: datetime | None = None) -> bytes:
-        """`as_view` encoded, with `created_at` when the insert just returned it: the query table's value."""
-        view = self.as_view()
-        if created_at is not None:
-            view["created_at"] = format_rfc3339(created_at)
-        return json.dumps(view, separators=(",", ":")).encode()
+        """`as_view` encoded (`created_at` given when the insert just returned it): the query table's value.
+
+        Written out rather than json.dumps(as_view()): the agent encodes every
+        record, and every field but the correlation id is known to need no escaping.
+        """
+        created_at = created_at or self.created_at or self.processed_at
+        received_at = f',"received_at":"{format_rfc3339(self.received_at)}"' if self.received_at else ""
+        correlation_id = f',"correlation_id":{json.dumps(self.correlation_id)}' if self.correlation_id is not None else ""
+        return (
+            f'{{"id":"{self.id}","command_id":"{self.id}","event_timestamp":"{format_rfc3339(self.event_timestamp)}",'
+            f'"created_at":"{format_rfc3339(created_at)}"{received_at},"processed_at":"{format_rfc3339(self.processed_at)}"'
+            f'{correlation_id},"source_topic":{json.dumps(self.source.topic)},'
+            f'"source_partition":"{self.source.partition}","source_offset":"{self.source.offset}"}}'
+        ).encode()
 
 
 @dataclass(frozen=True)

@@ -60,10 +60,12 @@ def parse_rfc3339(text: str) -> datetime:
 
 def format_rfc3339(moment: datetime) -> str:
     """Format an aware datetime as RFC 3339 in UTC with a 'Z' suffix."""
-    if moment.tzinfo is None:
+    offset = moment.utcoffset()
+    if offset is None:
         raise ValueError("naive datetime; an aware one is required")
-    text = moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="auto")
-    return text + "Z"
+    if offset:
+        moment = moment.astimezone(timezone.utc)
+    return moment.isoformat()[:-6] + "Z"  # without its "+00:00"
 
 
 def utc_now() -> datetime:

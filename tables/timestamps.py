@@ -8,12 +8,11 @@ with `table[key] = value`.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
-from faust.types import TP, Message
+from faust.types import TP
 
 from app.main import app
 from app.settings import settings
@@ -40,13 +39,23 @@ def key_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-@dataclass(frozen=True)
-class _ChangelogEvent:
+class _ChangelogMessage(NamedTuple):
+    """What a store's `apply_changelog_batch` reads of a changelog message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    tp: TP
+
+
+class _ChangelogEvent(NamedTuple):
     """What a store's `apply_changelog_batch` reads of a changelog event."""
 
     key: bytes
     value: bytes
-    message: Message
+    message: _ChangelogMessage
 
 
 class ChangelogBatchWriter:
@@ -93,9 +102,8 @@ class ChangelogBatchWriter:
             metadata = await (await self._producer.send_batch(batch, self.topic, partition=partition))
             tp = TP(self.topic, partition)
             events.extend(
-                _ChangelogEvent(key, value, Message(self.topic, partition, metadata.offset + i, metadata.timestamp,
-                                                    0, None, key, value, None, tp=tp))
-                for i, (key, value) in enumerate(items[start:end])
+                _ChangelogEvent(key, value, _ChangelogMessage(self.topic, partition, offset, key, value, tp))
+                for offset, (key, value) in enumerate(items[start:end], metadata.offset)
             )
             start = end
         return events

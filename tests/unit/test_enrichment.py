@@ -1,9 +1,14 @@
+import json
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
+
+import pytest
 
 from app.commands import encode_command
 from app.enrichment import ConsumedMessage, plan_batch
-from app.records import SourcePosition
+from app.records import SourcePosition, TimestampRecord
+from app.timestamps import parse_rfc3339, utc_now
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -97,3 +102,16 @@ def test_same_message_fetched_twice_in_a_batch_counts_once():
     plan = plan_batch([message(4, value), message(4, value), message(5, b"bad"), message(5, b"bad")], NOW)
     assert len(plan.records) == 1
     assert [e.source.offset for e in plan.processed_events(set())] == [4, 5]
+
+
+@pytest.mark.parametrize("correlation_id", [None, "ING:1", 'quote " back\\slash \u00e9 \n'])
+@pytest.mark.parametrize("received", [True, False])
+def test_record_json_is_its_view_encoded(correlation_id, received):
+    record = TimestampRecord(
+        id=uuid.uuid4(), event_timestamp=parse_rfc3339("2009-09-28T19:03:12.5+02:00"),
+        received_at=utc_now() if received else None, processed_at=utc_now(), correlation_id=correlation_id,
+        source=SourcePosition("timestamp.command.v1", 3, 12345),
+    )
+    created = utc_now()
+    assert json.loads(record.as_json()) == record.as_view()
+    assert json.loads(record.as_json(created_at=created)) == replace(record, created_at=created).as_view()
