@@ -50,6 +50,8 @@ class ReplaySummary:
     partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [start, stop)
     events_already_recorded: int | None = None  # positions with a processed_events row already (bulk load only)
     groups: int | None = None  # partition groups (connections) of the bulk load
+    indexes_built: list[str] = field(default_factory=list)  # secondary indexes built after the load
+    index_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -66,6 +68,9 @@ class ReplaySummary:
         if self.events_already_recorded is not None:
             lines.append(f"events already recorded: {self.events_already_recorded} (processed_events rows"
                          " present before; skipped)")
+        if self.indexes_built:
+            lines.append(f"indexes built after:  {len(self.indexes_built)} in {self.index_seconds:.2f} s"
+                         f" ({', '.join(self.indexes_built)})")
         groups = f", {self.groups} partition groups" if self.groups else ""
         lines.append(f"seconds:              {self.seconds:.2f} ({self.rate:.0f} events/s{groups})")
         return lines
@@ -109,11 +114,14 @@ async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], mom
 
 async def replay(bootstrap_servers: str, topic: str, database: Database, start="earliest", stop="latest",
                  batch_size: int = BULK_BATCH_SIZE, progress: bool = True, limits: DecodeLimits = DecodeLimits(),
-                 dead_letter_topic: str | None = None, connections: int = BULK_CONNECTIONS) -> ReplaySummary:
+                 dead_letter_topic: str | None = None, connections: int = BULK_CONNECTIONS,
+                 defer_indexes: bool = True) -> ReplaySummary:
     """Replay [start, stop) of every partition of `topic` into `database`: the live path's rows, bulk-loaded.
 
     `connections` partition groups are read and written in parallel, each
-    `batch_size` events per transaction. Dead letters are sent only when
+    `batch_size` events per transaction. Into empty tables the secondary
+    indexes are built after the load (`defer_indexes`); a replay that did not
+    complete leaves them to the next one, which builds them. Dead letters are sent only when
     `dead_letter_topic` is named: the live path already sent those of a topic
     it processed.
     """
@@ -143,10 +151,18 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
         bounds = {tp: (starts[tp], stops[tp]) for tp in tps}
         summary.partitions = {tp.partition: bounds[tp] for tp in tps}
         await consumer.stop()  # the bulk loader reads with a consumer per partition group
+        if defer_indexes:
+            deferred = await asyncio.to_thread(bulk_load.defer_secondary_indexes, database.url)
+            if deferred:
+                log.info("Empty target: secondary indexes %s are built after the load", ", ".join(deferred))
         async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
             counts = await bulk_load.load(bootstrap_servers, topic, database.url, bounds, sink,
                                           connections=connections, batch_size=batch_size, limits=limits,
                                           send_dead_letters=dead_letter_topic is not None, progress=progress)
+        # Also the indexes an interrupted replay deferred: this run completed what it left.
+        building = asyncio.get_running_loop().time()
+        summary.indexes_built = await asyncio.to_thread(bulk_load.rebuild_deferred_indexes, database.url)
+        summary.index_seconds = asyncio.get_running_loop().time() - building
         summary.events_read = counts.events
         summary.rows_inserted = counts.rows_inserted
         summary.rows_already_present = counts.rows_already_present
