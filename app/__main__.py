@@ -19,7 +19,7 @@ import logging
 import sys
 
 
-BULK_BATCH_SIZE, BULK_CONNECTIONS = 2000, 2  # app.replay's defaults (not imported: --help stays light)
+BULK_BATCH_SIZE, BULK_CONNECTIONS = 5000, 2  # app.replay's defaults (not imported: --help stays light)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ from app.topics import topic_partitions
 
 log = logging.getLogger(__name__)
 
-BULK_BATCH_SIZE = 2000  # events per transaction of the bulk load
+BULK_BATCH_SIZE = 5000  # events per transaction of the bulk load
 BULK_CONNECTIONS = 2  # partition groups read and written in parallel, one connection each
 
 
