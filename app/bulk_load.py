@@ -34,6 +34,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 import psycopg2
@@ -110,24 +111,34 @@ def _text(value: str | None) -> str:
     return _NULL if value is None else value.translate(_COPY_ESCAPES)
 
 
-def _moment(value) -> str:
-    return _NULL if value is None else value.isoformat()
-
-
 def stage_rows(plan: BatchPlan) -> str:
-    """The staging rows of a plan (COPY text format): its records, then its skipped events."""
+    """The staging rows of a plan (COPY text format): its records, then its skipped events.
+
+    Values every row of a batch shares (topic, processed_at) are formatted
+    once; uuids are written as their 32 hex digits, which PostgreSQL reads as
+    the same uuid.
+    """
     lines = []
     append = lines.append
+    texts: dict[object, str] = {}  # topic and processed_at values -> their text, once per batch
+
+    def once(value, format_) -> str:
+        text = texts.get(value)
+        if text is None:
+            text = texts[value] = format_(value)
+        return text
+
     for r in plan.records:
         source = r.source
-        append(f"{_text(source.topic)}\t{source.partition}\t{source.offset}\t{r.id}\t{_text(r.correlation_id)}"
-               f"\t\\N\t\\N\t{r.processed_at.isoformat()}\t{r.event_timestamp.isoformat()}"
-               f"\t{_moment(r.received_at)}\n")
+        received_at = _NULL if r.received_at is None else r.received_at.isoformat()
+        append(f"{once(source.topic, _text)}\t{source.partition}\t{source.offset}\t{r.id.hex}"
+               f"\t{_NULL if r.correlation_id is None else _text(r.correlation_id)}\t\\N\t\\N"
+               f"\t{once(r.processed_at, datetime.isoformat)}\t{r.event_timestamp.isoformat()}\t{received_at}\n")
     for e in plan.skipped:
         source = e.source
-        append(f"{_text(source.topic)}\t{source.partition}\t{source.offset}\t{_NULL if e.event_id is None else e.event_id}"
-               f"\t{_text(e.correlation_id)}\t{_text(e.status)}\t{_text(e.error)}\t{e.processed_at.isoformat()}"
-               "\t\\N\t\\N\n")
+        append(f"{once(source.topic, _text)}\t{source.partition}\t{source.offset}"
+               f"\t{_NULL if e.event_id is None else e.event_id.hex}\t{_text(e.correlation_id)}\t{_text(e.status)}"
+               f"\t{_text(e.error)}\t{once(e.processed_at, datetime.isoformat)}\t\\N\t\\N\n")
     return "".join(lines)
 
 

@@ -52,11 +52,11 @@ def test_stage_rows_are_the_plans_records_then_its_skipped_events():
     plan = plan_batch(messages, NOW)
     rows = [copy_fields(line) for line in bulk_load.stage_rows(plan).splitlines()]
     assert rows == [
-        ["cmd", "2", "10", str(first), f"ING:{first}", None, None, NOW.isoformat(),
+        ["cmd", "2", "10", first.hex, f"ING:{first}", None, None, NOW.isoformat(),
          "2024-02-29T12:00:00.500000+00:00", NOW.isoformat()],
-        ["cmd", "2", "11", str(second), None, None, None, NOW.isoformat(), "2024-01-01T00:00:00+00:00", None],
+        ["cmd", "2", "11", second.hex, None, None, None, NOW.isoformat(), "2024-01-01T00:00:00+00:00", None],
         ["cmd", "2", "12", None, None, "invalid", "message value is not JSON", NOW.isoformat(), None, None],
-        ["cmd", "2", "13", str(first), None, "duplicate", None, NOW.isoformat(), None, None],
+        ["cmd", "2", "13", first.hex, None, "duplicate", None, NOW.isoformat(), None, None],
     ]
 
 
