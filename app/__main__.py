@@ -2,6 +2,7 @@
 
     python -m app migrate
     python -m app replay [--from earliest|RFC3339|P:O,...] [--to latest|RFC3339] [--database-url URL]
+                         [--connections N] [--batch-size N] [--no-progress]
     python -m app rebuild-table
     python -m app dead-letters list
     python -m app dead-letters republish PARTITION:OFFSET [...]

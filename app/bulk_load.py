@@ -22,7 +22,8 @@ command id in a partition is the one persisted, as in the live path.
 
 A batch that fails for a reason other than the database being unreachable is
 handed to the live path's sink (`TimestampSink.write`), which isolates the
-failing messages as the live worker does (dead-lettered and recorded `failed`).
+failing messages as the live worker does (recorded `failed`; dead-lettered
+when the replay sends dead letters).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from app.commands import DecodeLimits
+from app.database import is_transient
 from app.dead_letters import dead_letter
 from app.enrichment import BatchPlan, ConsumedMessage, plan_batch
 from app.records import SourcePosition
@@ -310,8 +312,6 @@ class StageWriter:
         Retried with back-off while the error is transient (as the live path's
         batch write); any other error is raised for the caller to isolate.
         """
-        from app.database import is_transient  # the live path's classification, unchanged
-
         loop = asyncio.get_running_loop()
         async for attempt in AsyncRetrying(retry=retry_if_exception(is_transient),
                                            wait=wait_exponential(multiplier=0.1, max=self.retry_max_seconds),

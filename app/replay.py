@@ -121,9 +121,9 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
     `connections` partition groups are read and written in parallel, each
     `batch_size` events per transaction. Into empty tables the secondary
     indexes are built after the load (`defer_indexes`); a replay that did not
-    complete leaves them to the next one, which builds them. Dead letters are sent only when
-    `dead_letter_topic` is named: the live path already sent those of a topic
-    it processed.
+    complete leaves them to the next one, which builds them. Dead letters are
+    sent only when `dead_letter_topic` is named: the live path already sent
+    those of a topic it processed.
     """
     await database.migrate()
     consumer = _consumer(bootstrap_servers, batch_size)
@@ -151,14 +151,21 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
         bounds = {tp: (starts[tp], stops[tp]) for tp in tps}
         summary.partitions = {tp.partition: bounds[tp] for tp in tps}
         await consumer.stop()  # the bulk loader reads with a consumer per partition group
+        deferred = []
         if defer_indexes:
             deferred = await asyncio.to_thread(bulk_load.defer_secondary_indexes, database.url)
             if deferred:
                 log.info("Empty target: secondary indexes %s are built after the load", ", ".join(deferred))
-        async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
-            counts = await bulk_load.load(bootstrap_servers, topic, database.url, bounds, sink,
-                                          connections=connections, batch_size=batch_size, limits=limits,
-                                          send_dead_letters=dead_letter_topic is not None, progress=progress)
+        try:
+            async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
+                counts = await bulk_load.load(bootstrap_servers, topic, database.url, bounds, sink,
+                                              connections=connections, batch_size=batch_size, limits=limits,
+                                              send_dead_letters=dead_letter_topic is not None, progress=progress)
+        except BaseException:
+            if deferred:
+                log.warning("The replay did not complete: secondary indexes %s stay dropped (listed in %s) until"
+                            " a replay completes; run it again", ", ".join(deferred), bulk_load.DEFERRED_INDEXES)
+            raise
         # Also the indexes an interrupted replay deferred: this run completed what it left.
         building = asyncio.get_running_loop().time()
         summary.indexes_built = await asyncio.to_thread(bulk_load.rebuild_deferred_indexes, database.url)
