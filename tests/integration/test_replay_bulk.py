@@ -131,7 +131,7 @@ async def test_a_second_replay_changes_nothing_and_reports_everything_as_present
     assert namespace.query(EVERY_RECORD_COLUMN) == records  # processing times included: nothing rewritten
     assert namespace.query(EVERY_EVENT_COLUMN) == events
     assert namespace.query(INDEXES) == indexes
-    assert {row[0] for row in records} == set(ids)
+    assert {str(row[0]) for row in records} == set(ids)
 
 
 async def test_a_killed_replay_is_completed_by_running_it_again(namespace, producer, bootstrap_servers):
