@@ -2,6 +2,7 @@
 
     python -m app migrate
     python -m app replay [--from earliest|RFC3339|P:O,...] [--to latest|RFC3339] [--database-url URL]
+                         [--connections N] [--batch-size N] [--no-progress]
     python -m app rebuild-table
     python -m app dead-letters list
     python -m app dead-letters republish PARTITION:OFFSET [...]
@@ -19,6 +20,9 @@ import logging
 import sys
 
 
+BULK_BATCH_SIZE, BULK_CONNECTIONS = 5000, 2  # app.replay's defaults (not imported: --help stays light)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Operator commands of the timestamp pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--database-url", help="target database (default: DATABASE_URL); may be empty, "
                         "the schema is created")
     replay.add_argument("--topic", help="topic to read (default: COMMAND_TOPIC)")
-    replay.add_argument("--batch-size", type=int, default=2000, help="events per database transaction")
+    replay.add_argument("--batch-size", type=int, default=None,
+                        help="events per database transaction (default: %d)" % BULK_BATCH_SIZE)
+    replay.add_argument("--connections", type=int, default=None,
+                        help="partition groups read and written in parallel, one PostgreSQL connection each "
+                        "(default: %d)" % BULK_CONNECTIONS)
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     rebuild = commands.add_parser(
         "rebuild-table", help="refill the query table's changelog from PostgreSQL (then restart the workers)")
@@ -179,9 +187,10 @@ async def _audit(settings, args, database) -> int:
 async def _run_replay(settings, database, args, start, stop):
     from app.replay import replay
 
+    options = {name: value for name in ("batch_size", "connections") if (value := getattr(args, name)) is not None}
     return await _closing(database, replay(
         settings.kafka_bootstrap_servers, args.topic or settings.command_topic, database, start, stop,
-        batch_size=args.batch_size, progress=not args.no_progress, limits=settings.decode_limits))
+        progress=not args.no_progress, limits=settings.decode_limits, **options))
 
 
 async def _closing(database, coroutine):

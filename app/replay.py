@@ -1,8 +1,10 @@
 """Disaster recovery: rebuild PostgreSQL (or the query table) from the command topic.
 
 The replay reads with explicit partition assignment and no consumer group, so
-it never moves the live group's offsets, and writes through the same idempotent
-batch insert as the agent: a second run changes nothing.
+it never moves the live group's offsets. `replay` writes the live path's rows
+with the bulk loader (app/bulk_load.py: COPY into a staging table, partition
+groups in parallel); `replay_ranges` (the audit's repair) writes through the
+live path's sink. Both are idempotent: a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tqdm import tqdm
 
 import contextlib
 
+from app import bulk_load
 from app.commands import DecodeLimits
 from app.database import Database
 from app.enrichment import ConsumedMessage
@@ -27,6 +30,9 @@ from app.timestamps import InvalidTimestamp, parse_rfc3339
 from app.topics import topic_partitions
 
 log = logging.getLogger(__name__)
+
+BULK_BATCH_SIZE = 5000  # events per transaction of the bulk load
+BULK_CONNECTIONS = 2  # partition groups read and written in parallel, one connection each
 
 
 class ReplayError(ValueError):
@@ -42,20 +48,32 @@ class ReplaySummary:
     failed: int = 0
     seconds: float = 0.0
     partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [start, stop)
+    events_already_recorded: int | None = None  # positions with a processed_events row already (bulk load only)
+    groups: int | None = None  # partition groups (connections) of the bulk load
+    indexes_built: list[str] = field(default_factory=list)  # secondary indexes built after the load
+    index_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.events_read / self.seconds if self.seconds else 0.0
 
     def lines(self) -> list[str]:
-        return [
+        lines = [
             f"events read:          {self.events_read}",
             f"rows inserted:        {self.rows_inserted}",
             f"rows already present: {self.rows_already_present}",
             f"invalid:              {self.invalid}",
             f"failed:               {self.failed}",
-            f"seconds:              {self.seconds:.2f} ({self.rate:.0f} events/s)",
         ]
+        if self.events_already_recorded is not None:
+            lines.append(f"events already recorded: {self.events_already_recorded} (processed_events rows"
+                         " present before; skipped)")
+        if self.indexes_built:
+            lines.append(f"indexes built after:  {len(self.indexes_built)} in {self.index_seconds:.2f} s"
+                         f" ({', '.join(self.indexes_built)})")
+        groups = f", {self.groups} partition groups" if self.groups else ""
+        lines.append(f"seconds:              {self.seconds:.2f} ({self.rate:.0f} events/s{groups})")
+        return lines
 
 
 def parse_start(text: str) -> str | datetime | dict[int, int]:
@@ -95,12 +113,17 @@ async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], mom
 
 
 async def replay(bootstrap_servers: str, topic: str, database: Database, start="earliest", stop="latest",
-                 batch_size: int = 1000, progress: bool = True, limits: DecodeLimits = DecodeLimits(),
-                 dead_letter_topic: str | None = None) -> ReplaySummary:
-    """Replay [start, stop) of every partition of `topic` into `database`, through the live path's sink.
+                 batch_size: int = BULK_BATCH_SIZE, progress: bool = True, limits: DecodeLimits = DecodeLimits(),
+                 dead_letter_topic: str | None = None, connections: int = BULK_CONNECTIONS,
+                 defer_indexes: bool = True) -> ReplaySummary:
+    """Replay [start, stop) of every partition of `topic` into `database`: the live path's rows, bulk-loaded.
 
-    Dead letters are sent only when `dead_letter_topic` is named: the live path
-    already sent those of a topic it processed.
+    `connections` partition groups are read and written in parallel, each
+    `batch_size` events per transaction. Into empty tables the secondary
+    indexes are built after the load (`defer_indexes`); a replay that did not
+    complete leaves them to the next one, which builds them. Dead letters are
+    sent only when `dead_letter_topic` is named: the live path already sent
+    those of a topic it processed.
     """
     await database.migrate()
     consumer = _consumer(bootstrap_servers, batch_size)
@@ -127,10 +150,33 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
         stops = dict(ends) if stop == "latest" else await _offsets_at(consumer, tps, stop, ends)
         bounds = {tp: (starts[tp], stops[tp]) for tp in tps}
         summary.partitions = {tp.partition: bounds[tp] for tp in tps}
-        total = sum(max(0, stops[tp] - starts[tp]) for tp in tps)
-        async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
-            with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
-                await _copy(consumer, topic, sink, bounds, summary, bar, batch_size)
+        await consumer.stop()  # the bulk loader reads with a consumer per partition group
+        deferred = []
+        if defer_indexes:
+            deferred = await asyncio.to_thread(bulk_load.defer_secondary_indexes, database.url)
+            if deferred:
+                log.info("Empty target: secondary indexes %s are built after the load", ", ".join(deferred))
+        try:
+            async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
+                counts = await bulk_load.load(bootstrap_servers, topic, database.url, bounds, sink,
+                                              connections=connections, batch_size=batch_size, limits=limits,
+                                              send_dead_letters=dead_letter_topic is not None, progress=progress)
+        except BaseException:
+            if deferred:
+                log.warning("The replay did not complete: secondary indexes %s stay dropped (listed in %s) until"
+                            " a replay completes; run it again", ", ".join(deferred), bulk_load.DEFERRED_INDEXES)
+            raise
+        # Also the indexes an interrupted replay deferred: this run completed what it left.
+        building = asyncio.get_running_loop().time()
+        summary.indexes_built = await asyncio.to_thread(bulk_load.rebuild_deferred_indexes, database.url)
+        summary.index_seconds = asyncio.get_running_loop().time() - building
+        summary.events_read = counts.events
+        summary.rows_inserted = counts.rows_inserted
+        summary.rows_already_present = counts.rows_already_present
+        summary.invalid = counts.invalid
+        summary.failed = counts.failed
+        summary.events_already_recorded = counts.events_already_recorded
+        summary.groups = len(bulk_load.partition_groups(tps, connections))
     finally:
         await consumer.stop()
         summary.seconds = asyncio.get_running_loop().time() - started
