@@ -30,7 +30,12 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=deploy/tools/versions.env
 . "$HERE/versions.env"
 
-CACHE="${TP_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/timestamp-pipeline}"
+CACHE="${TP_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/timestamp-pipeline}"
+
+# Go from PATH, or where the official tarball installs it.
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+    PATH="$PATH:/usr/local/go/bin"
+fi
 
 say() { echo "deploy-tools: $*" >&2; }
 die() { say "$*"; exit 1; }
