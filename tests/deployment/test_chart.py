@@ -9,6 +9,7 @@ deploy/tools/versions.env.
 from __future__ import annotations
 
 import copy
+import shutil
 import json
 import re
 from pathlib import Path
@@ -352,3 +353,24 @@ def test_rules_reference_metrics_the_code_defines(everything):
     referenced = set().union(*(metric_names(expr) for expr in rule_expressions(rendered_rules)))
     assert referenced, "no metric names found in the rules"
     assert referenced <= defined, f"rules use metrics app/metrics.py does not define: {referenced - defined}"
+
+
+def test_packaged_chart_carries_the_rules_and_a_linkless_checkout_fails_loudly(tmp_path):
+    # helm package stores the linked file's content: the packaged chart is self-contained.
+    result = tools.run([tools.helm(), "package", str(tools.CHART), "-d", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    [package] = tmp_path.glob("timestamp-pipeline-*.tgz")
+    rendered = tools.run([tools.helm(), "template", "tp", str(package), "--kube-version", tools.KUBERNETES_VERSION,
+                          "--set", "metrics.prometheusRule.enabled=true"])
+    assert rendered.returncode == 0, rendered.stderr
+    [rule] = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "PrometheusRule"]
+    assert rule["spec"] == yaml.safe_load(RULES.read_text())
+
+    # A checkout without symbolic links has the link's target path as the file's text.
+    copy = tmp_path / "chart"
+    shutil.copytree(tools.CHART, copy, symlinks=True)
+    (copy / "files" / "prometheus-rules.yml").unlink()
+    (copy / "files" / "prometheus-rules.yml").write_text("../../../prometheus/rules.yml")
+    failed = tools.run([tools.helm(), "template", "tp", str(copy), "--kube-version", tools.KUBERNETES_VERSION,
+                        "--set", "metrics.prometheusRule.enabled=true"])
+    assert failed.returncode != 0 and "holds no rule groups" in failed.stderr
