@@ -38,10 +38,11 @@ def test_every_stage_starts_from_the_pinned_base_image():
     assert set(froms) == {tools.BASE_IMAGE}, f"FROM {froms}; deploy/tools/versions.env builds {tools.BASE_IMAGE}"
 
 
-def test_runtime_stage_copies_only_the_virtualenv_and_runs_exec_form():
+def test_runtime_stage_copies_only_the_virtualenv_and_the_project_and_runs_exec_form():
     runtime = instructions()[[i for i, (w, _) in enumerate(instructions()) if w == "FROM"][-1]:]
     copies = [args for word, args in runtime if word == "COPY"]
-    assert copies == ["--from=builder /opt/venv /opt/venv"]
+    assert copies == ["--from=builder /opt/venv /opt/venv",
+                      "--from=builder /opt/project /opt/venv/lib/python3.11/site-packages/"]
     [entrypoint] = [args for word, args in runtime if word == "ENTRYPOINT"]
     assert entrypoint.startswith("["), "exec form, so tini is PID 1 and gets the signals"
     [user] = [args for word, args in runtime if word == "USER"]
