@@ -142,9 +142,14 @@ def build_image(tag: str = IMAGE) -> float:
     """buildah bud of docker/Dockerfile (layers cached between runs); seconds it took."""
     installer("base-image")
     revision = run(["git", "rev-parse", "HEAD"], cwd=ROOT).stdout.strip() or "unknown"
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     cmd = ["bud", "--isolation", "chroot", "--format", "docker", "--layers", "--pull=never", "--network", "host",
-           "--build-arg", f"REVISION={revision}",
-           "--build-arg", f"CREATED={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"]
+           "--build-arg", f"REVISION={revision}", "--build-arg", f"CREATED={created}"]
+    # buildah 1.28 reuses a cached LABEL step even when the build args it
+    # expands changed (the image kept the previous commit's revision); labels
+    # given on the command line are applied to the image itself.
+    cmd += ["--label", f"org.opencontainers.image.revision={revision}",
+            "--label", f"org.opencontainers.image.created={created}"]
     ca = host_ca_bundle()
     if ca:
         cmd += ["--secret", f"id=host-ca,src={ca}"]
