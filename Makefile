@@ -52,8 +52,14 @@ worker: venv
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test: stack-up
+test: stack-up deploy-tools
 	$(WITH_STACK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+# buildah + debootstrap (apt), helm (go install), the KEDA and prometheus-operator
+# modules, and a local base image for docker/Dockerfile: for tests/deployment.
+.PHONY: deploy-tools
+deploy-tools:
+	bash deploy/tools/install-deploy-tools.sh
 
 clean:
 	rm -rf data .pytest_cache

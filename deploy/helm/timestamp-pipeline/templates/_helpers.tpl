@@ -1,0 +1,61 @@
+{{/* Names and labels. */}}
+{{- define "timestamp-pipeline.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "timestamp-pipeline.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The headless Service: the pods' stable DNS names, for table routing between workers. */}}
+{{- define "timestamp-pipeline.headlessName" -}}
+{{- printf "%s-headless" (include "timestamp-pipeline.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "timestamp-pipeline.secretName" -}}
+{{- default (include "timestamp-pipeline.fullname" .) .Values.secret.existingSecret }}
+{{- end }}
+
+{{- define "timestamp-pipeline.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "timestamp-pipeline.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "timestamp-pipeline.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "timestamp-pipeline.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "timestamp-pipeline.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "timestamp-pipeline.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: timestamp-pipeline
+{{- end }}
+
+{{/* Where the worker keeps its RocksDB state (the image's volume). */}}
+{{- define "timestamp-pipeline.dataMountPath" -}}/var/lib/timestamp-pipeline{{- end }}
+{{- define "timestamp-pipeline.apiKeysMountPath" -}}/etc/timestamp-pipeline/api-keys{{- end }}
+
+{{/* Settings the chart sets from structured values; `config` must not repeat them. */}}
+{{- define "timestamp-pipeline.checkConfig" -}}
+{{- $owned := list "APP_ID" "KAFKA_BOOTSTRAP_SERVERS" "COMMAND_TOPIC" "COMMAND_TOPIC_PARTITIONS" "KAFKA_REPLICATION_FACTOR" "SHUTDOWN_TIMEOUT_SECONDS" "AUTH_PROTECT" "WORKER_DATA_DIR" "DATABASE_URL" "API_KEYS" "API_KEYS_FILE" }}
+{{- range $key, $_ := .Values.config }}
+{{- if has $key $owned }}
+{{- fail (printf "config.%s: set it through the chart's own value, not config (see values.yaml)" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
