@@ -101,7 +101,9 @@ def _create_data_dir(sender: faust.App, **kwargs) -> None:
     sender.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
 
 
-command_publisher = CommandPublisher(settings.kafka_bootstrap_servers, KAFKA_REQUEST_TIMEOUT_SECONDS)
+command_publisher = CommandPublisher(
+    settings.kafka_bootstrap_servers, KAFKA_REQUEST_TIMEOUT_SECONDS, settings.max_in_flight_publishes)
+metrics.command_publishes_in_flight.set_function(lambda: command_publisher.in_flight)
 
 database = Database(
     settings.database_url,

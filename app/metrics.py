@@ -30,6 +30,13 @@ command_publish_failures = Counter(
     f"{PREFIX}_command_publish_failures_total", "Commands the broker did not acknowledge (POST answered 503).",
     ["reason"],
 )
+commands_shed = Counter(
+    f"{PREFIX}_commands_shed_total",
+    "POSTs refused at once with 503 + Retry-After because MAX_IN_FLIGHT_PUBLISHES publishes were awaiting the broker.",
+)
+command_publishes_in_flight = Gauge(
+    f"{PREFIX}_command_publishes_in_flight", "POSTs awaiting the broker's acknowledgement now.",
+)
 events_processed = Counter(
     f"{PREFIX}_events_processed_total", "Consumed messages, by outcome: persisted, duplicate, invalid, failed.",
     ["outcome"],

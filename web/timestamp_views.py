@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 import aiohttp
@@ -17,6 +18,7 @@ from app import idempotency, metrics
 from app.commands import encode_command
 from app.logs import correlation_id
 from app.main import app, command_publisher, command_topic, database
+from app.publisher import PublisherOverloaded
 from app.settings import settings
 from app.timestamps import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
 from app.tracing import inject_headers, tracer
@@ -25,6 +27,10 @@ from web.middleware import json_error
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "5"
+# A shed POST: the worker is at capacity now, which usually passes quickly.
+OVERLOADED_RETRY_AFTER_SECONDS = "1"
+# At most one log line per this many seconds about shed POSTs (a line per POST would add to the load).
+SHED_LOG_INTERVAL_SECONDS = 10.0
 # Set on a GET forwarded to the key's owner, so the owner never forwards it again.
 ROUTED_HEADER = "X-Routed-By"
 
@@ -50,11 +56,13 @@ async def publish_command(request: Request, event_timestamp: str | None) -> Resp
         command_id = idempotency.command_id_for(key) if key is not None else uuid.uuid4()
     except idempotency.InvalidIdempotencyKey as exc:
         return json_error(400, "invalid_idempotency_key", str(exc))
+    if command_publisher.saturated:
+        return shed()
     try:
-        delivery = await asyncio.wait_for(
-            _send(command_id, encode_command(command_id, event_timestamp, received_at)),
-            timeout=settings.publish_timeout_seconds,
-        )
+        async with asyncio.timeout(settings.publish_timeout_seconds):
+            delivery = await _send(command_id, encode_command(command_id, event_timestamp, received_at))
+    except PublisherOverloaded:
+        return shed()
     except (asyncio.TimeoutError, KafkaError, ConnectionError) as exc:
         metrics.command_publish_failures.labels(type(exc).__name__).inc()
         log.error("Publishing command %s failed: %r", command_id, exc)
@@ -67,6 +75,36 @@ async def publish_command(request: Request, event_timestamp: str | None) -> Resp
     return app.web.json(
         {"id": str(command_id)},
         headers={"Location": f"/api/v1/timestamp/{command_id}"},
+    )
+
+
+class ShedLog:
+    """Counts shed POSTs; logs a warning at most once per SHED_LOG_INTERVAL_SECONDS."""
+
+    def __init__(self) -> None:
+        self.unlogged = 0
+        self.logged_at = float("-inf")
+
+    def shed(self) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now - self.logged_at >= SHED_LOG_INTERVAL_SECONDS:
+            log.warning("Shedding POSTs: %d answered 503 since the last such line; %d publishes awaiting the broker "
+                        "(MAX_IN_FLIGHT_PUBLISHES=%d)", self.unlogged, command_publisher.in_flight,
+                        command_publisher.max_in_flight)
+            self.unlogged, self.logged_at = 0, now
+
+
+shed_log = ShedLog()
+
+
+def shed() -> Response:
+    """503 + Retry-After at once: MAX_IN_FLIGHT_PUBLISHES commands are awaiting the broker already."""
+    metrics.commands_shed.inc()
+    shed_log.shed()
+    return json_error(
+        503, "overloaded", "too many commands are being published; the command was not accepted, retry later",
+        headers={"Retry-After": OVERLOADED_RETRY_AFTER_SECONDS},
     )
 
 
@@ -104,11 +142,13 @@ class TimestampView(View):
         except ValueError:
             return json_error(400, "invalid_id", f"id must be a UUID (got {value[:64]!r})")
         if request.headers.get(ROUTED_HEADER) is None:
+            key = command_id.encode()
             try:
-                return await app.router.route_req(timestamps.name, command_id.encode(), self.web, _routed(request))
+                if not _owned_here(key):
+                    return await app.router.route_req(timestamps.name, key, self.web, _routed(request))
             except SameNode:
                 pass
-            except (ServiceUnavailable, TypeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (KeyError, ServiceUnavailable, TypeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 # The owner is unknown (rebalancing; Faust raises TypeError while the
                 # producer has no metadata for the changelog) or unreachable:
                 # PostgreSQL still answers.
@@ -117,6 +157,13 @@ class TimestampView(View):
         if view is None:
             return json_error(404, "not_found", f"no timestamp record with id {command_id} (yet)")
         return self.json(view)
+
+
+def _owned_here(key: bytes) -> bool:
+    """Whether this worker owns the key's table partition (most GETs on one worker): then the
+    request is answered here without being cloned for forwarding."""
+    owner, here = app.router.key_store(timestamps.name, key), app.conf.canonical_url
+    return (owner.host, owner.port) == (here.host, here.port)
 
 
 def _routed(request: Request) -> Request:
