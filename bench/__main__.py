@@ -33,6 +33,7 @@ import inspect
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,11 @@ def measure_replay_function():
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict:
     bootstrap, server = os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"]
+    # SIGTERM (and SIGINT, even where a shell started the bench with it ignored) cancels the run:
+    # the workers are stopped and the topics and databases deleted on the way out.
+    main_task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
     events = args.events
     suffix = uuid.uuid4().hex[:8]
     prefix = f"bench-{suffix}"
@@ -212,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = asyncio.run(run(args, workdir))
         ok = True
+    except asyncio.CancelledError:
+        print("bench stopped by a signal; its topics and databases were removed", file=sys.stderr)
+        return 130
     finally:
         if ok and not args.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)

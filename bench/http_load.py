@@ -59,6 +59,7 @@ async def open_loop(send: Callable[[int], Awaitable[int]], rate: float, duration
     loop = asyncio.get_running_loop()
     total = max(1, round(rate * duration))
     latencies: list[float] = []
+    by_status: dict[str, list[float]] = {}
     outcomes: Counter[str] = Counter()
     send_lags: list[float] = []
     start = loop.time() + 0.05
@@ -74,7 +75,9 @@ async def open_loop(send: Callable[[int], Awaitable[int]], rate: float, duration
         except aiohttp.ClientError as exc:
             outcomes[type(exc).__name__] += 1
             return
-        latencies.append(loop.time() - due)
+        latency = loop.time() - due
+        latencies.append(latency)
+        by_status.setdefault(str(status), []).append(latency)
         outcomes[str(status)] += 1
 
     tasks = []
@@ -97,6 +100,7 @@ async def open_loop(send: Callable[[int], Awaitable[int]], rate: float, duration
         "errors": errors,
         "error_count": sum(errors.values()),
         "client_send_lag_max_ms": round(max(send_lags) * 1000, 2),
+        "latency_by_status": {k: {"count": len(v), **latency_stats(v)} for k, v in sorted(by_status.items())},
     }
 
 
