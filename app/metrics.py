@@ -30,9 +30,12 @@ command_publish_failures = Counter(
     f"{PREFIX}_command_publish_failures_total", "Commands the broker did not acknowledge (POST answered 503).",
     ["reason"],
 )
-commands_shed = Counter(
-    f"{PREFIX}_commands_shed_total",
-    "POSTs refused at once with 503 + Retry-After because MAX_IN_FLIGHT_PUBLISHES publishes were awaiting the broker.",
+http_requests_shed = Counter(
+    f"{PREFIX}_http_requests_shed_total",
+    "API requests answered 503 overloaded + Retry-After without being handled, by route, method and reason: "
+    "publishes_in_flight (MAX_IN_FLIGHT_PUBLISHES POSTs awaited the broker) or waited (longer than "
+    "MAX_REQUEST_WAIT_SECONDS in the worker before its handler ran).",
+    ["route", "method", "reason"],
 )
 command_publishes_in_flight = Gauge(
     f"{PREFIX}_command_publishes_in_flight", "POSTs awaiting the broker's acknowledgement now.",

@@ -35,7 +35,7 @@ from bench.live_worker import worker_env
 from tests.worker_process import Worker
 
 P99_LIMIT_MS = 50.0
-SHED_METRIC = "timestamp_commands_shed_total"
+SHED_METRIC = "timestamp_http_requests_shed_total"
 POST_TIMESTAMP = "2024-02-29T12:00:00Z"
 CONNECTIONS = 1024
 
@@ -230,6 +230,7 @@ class HttpBench:
                 await response.read()
                 return response.status
 
+        shed_before = await self._shed_total()
         stop = asyncio.Event()
         background = asyncio.create_task(produce_at_rate(self.bootstrap, self.topic, background_rate, stop))
         try:
@@ -237,6 +238,7 @@ class HttpBench:
         finally:
             stop.set()
             produced = await background
+        step["shed_by_server"] = int(await self._shed_total() - shed_before)
         step["background_events"] = produced
         return step
 

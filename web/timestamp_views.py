@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 
 import aiohttp
@@ -23,14 +22,10 @@ from app.settings import settings
 from app.timestamps import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
 from app.tracing import inject_headers, tracer
 from tables.timestamps import timestamps
-from web.middleware import json_error
+from web.middleware import json_error, overloaded
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "5"
-# A shed POST: the worker is at capacity now, which usually passes quickly.
-OVERLOADED_RETRY_AFTER_SECONDS = "1"
-# At most one log line per this many seconds about shed POSTs (a line per POST would add to the load).
-SHED_LOG_INTERVAL_SECONDS = 10.0
 # Set on a GET forwarded to the key's owner, so the owner never forwards it again.
 ROUTED_HEADER = "X-Routed-By"
 
@@ -57,12 +52,12 @@ async def publish_command(request: Request, event_timestamp: str | None) -> Resp
     except idempotency.InvalidIdempotencyKey as exc:
         return json_error(400, "invalid_idempotency_key", str(exc))
     if command_publisher.saturated:
-        return shed()
+        return shed(request)
     try:
         async with asyncio.timeout(settings.publish_timeout_seconds):
             delivery = await _send(command_id, encode_command(command_id, event_timestamp, received_at))
     except PublisherOverloaded:
-        return shed()
+        return shed(request)
     except (asyncio.TimeoutError, KafkaError, ConnectionError) as exc:
         metrics.command_publish_failures.labels(type(exc).__name__).inc()
         log.error("Publishing command %s failed: %r", command_id, exc)
@@ -78,34 +73,11 @@ async def publish_command(request: Request, event_timestamp: str | None) -> Resp
     )
 
 
-class ShedLog:
-    """Counts shed POSTs; logs a warning at most once per SHED_LOG_INTERVAL_SECONDS."""
-
-    def __init__(self) -> None:
-        self.unlogged = 0
-        self.logged_at = float("-inf")
-
-    def shed(self) -> None:
-        self.unlogged += 1
-        now = time.monotonic()
-        if now - self.logged_at >= SHED_LOG_INTERVAL_SECONDS:
-            log.warning("Shedding POSTs: %d answered 503 since the last such line; %d publishes awaiting the broker "
-                        "(MAX_IN_FLIGHT_PUBLISHES=%d)", self.unlogged, command_publisher.in_flight,
-                        command_publisher.max_in_flight)
-            self.unlogged, self.logged_at = 0, now
-
-
-shed_log = ShedLog()
-
-
-def shed() -> Response:
+def shed(request: Request) -> Response:
     """503 + Retry-After at once: MAX_IN_FLIGHT_PUBLISHES commands are awaiting the broker already."""
-    metrics.commands_shed.inc()
-    shed_log.shed()
-    return json_error(
-        503, "overloaded", "too many commands are being published; the command was not accepted, retry later",
-        headers={"Retry-After": OVERLOADED_RETRY_AFTER_SECONDS},
-    )
+    return overloaded(request, "publishes_in_flight",
+                      f"{command_publisher.in_flight} publishes awaiting the broker "
+                      f"(MAX_IN_FLIGHT_PUBLISHES={command_publisher.max_in_flight})")
 
 
 async def _send(command_id: uuid.UUID, value: bytes):
