@@ -7,15 +7,17 @@ STACK := $(PY) deploy/local/stack.py
 WITH_STACK_ENV := set -a && . .stack/env && set +a &&
 WEB_PORT ?= 6066
 WEB_HOST ?= 127.0.0.1
+WORKERS ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: help venv lock stack-up stack-down stack-status migrate run worker test unit bench chaos clean
 
 help:
 	@echo "make run         start Kafka + PostgreSQL, migrate, run one worker on :$(WEB_PORT)"
+	@echo "make run WORKERS=4           four workers in one consumer group on :$(WEB_PORT)..:$$(($(WEB_PORT)+3)) (Ctrl-C stops all)"
 	@echo "make test        start the stack and run the whole test suite"
 	@echo "make worker WEB_PORT=6067   one more worker in the same consumer group"
-	@echo "make bench EVENTS=50000      replay throughput vs raw Kafka consume and raw PostgreSQL insert"
+	@echo "make bench EVENTS=200000     the live path (workers, bare Faust, raw ceilings, replay, HTTP load) in one run"
 	@echo "make chaos CHAOS_EVENTS=100000  faults under load, then an audit of lost/doubled events"
 	@echo "make stack-up | stack-down | stack-status | migrate | unit | lock | clean"
 
@@ -27,7 +29,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
 	touch $@
 
-lock: venv
+lock: $(VENV)/.installed-bench
 	{ head -2 requirements.lock; $(PY) -m pip freeze --exclude-editable; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
@@ -44,7 +46,11 @@ migrate: stack-up
 	$(WITH_STACK_ENV) $(PY) -m app migrate
 
 run: migrate
-	$(WITH_STACK_ENV) exec $(VENV)/bin/faust -A app.main worker --web-host $(WEB_HOST) --web-bind $(WEB_HOST) --web-port $(WEB_PORT) -l info
+	$(WITH_STACK_ENV) if [ "$(WORKERS)" = 1 ]; then \
+	  exec $(VENV)/bin/faust -A app.main worker --web-host $(WEB_HOST) --web-bind $(WEB_HOST) --web-port $(WEB_PORT) -l info; \
+	else \
+	  exec $(PY) -m app workers --count $(WORKERS) --base-port $(WEB_PORT) --host $(WEB_HOST); \
+	fi
 
 worker: venv
 	$(WITH_STACK_ENV) exec $(VENV)/bin/faust -A app.main worker --web-host $(WEB_HOST) --web-bind $(WEB_HOST) --web-port $(WEB_PORT) -l info
@@ -64,9 +70,14 @@ deploy-tools:
 clean:
 	rm -rf data .pytest_cache
 
-EVENTS ?= 50000
-bench: stack-up
-	$(WITH_STACK_ENV) $(PY) bench/replay_bench.py --events $(EVENTS)
+EVENTS ?= 200000
+BENCH_ARGS ?=
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,bench]'
+	touch $@
+
+bench: stack-up $(VENV)/.installed-bench
+	$(WITH_STACK_ENV) $(PY) -m bench --events $(EVENTS) --plot $(BENCH_ARGS)
 
 CHAOS_EVENTS ?= 100000
 chaos: stack-up

@@ -7,6 +7,7 @@
     python -m app dead-letters list
     python -m app dead-letters republish PARTITION:OFFSET [...]
     python -m app audit [--repair] [--json] [--topic T] [--group G] [--database-url URL]
+    python -m app workers [--count N] [--base-port 6066] [--host 127.0.0.1]
 
 Exit codes: 0 done (audit: no gaps), 1 the audit found gaps, 2 usage or
 configuration error, 3 the audit could not read Kafka or PostgreSQL.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 
@@ -60,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print the report as one JSON object")
     audit.add_argument("--repair", action="store_true",
                        help="replay exactly the missing ranges (idempotent), then audit again")
+    workers = commands.add_parser(
+        "workers", help="run N workers of one consumer group on this host, on ports BASE, BASE+1, ... "
+        "(Ctrl-C or SIGTERM stops them all)")
+    workers.add_argument("--count", type=int, default=os.cpu_count() or 1, help="workers (default: one per core)")
+    workers.add_argument("--base-port", type=int, default=6066, help="web port of the first worker (default 6066)")
+    workers.add_argument("--host", default="127.0.0.1", help="web host and bind address (default 127.0.0.1)")
+    workers.add_argument("--log-level", default="info", help="faust worker -l (default info)")
     return parser
 
 
@@ -72,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "workers":
+        from app.workers import LaunchError, run
+
+        try:
+            return run(args.count, args.base_port, args.host, args.log_level, settings)
+        except LaunchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
     logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] %(name)s - %(message)s")
     from app.database import Database, apply_migrations
 

@@ -13,12 +13,11 @@ from faust.exceptions import AlreadyConfiguredWarning
 from app import faust_fixes, metrics
 from app.circuit_breaker import CircuitBreaker
 from app.database import Database
+from app.faust_options import DEAD_LETTER_MAX_BYTES, faust_options, kafka_request_timeout_seconds
 from app.publisher import CommandPublisher
-from app.logs import logging_config
 from app.settings import settings
 from app.topics import ensure_topic
 from app.tracing import setup_tracing
-from web.middleware import WEB_APPLICATION_OPTIONS
 
 
 log = logging.getLogger(__name__)
@@ -83,42 +82,14 @@ shutdown_deadline = ShutdownDeadline(settings.shutdown_timeout_seconds)
 
 
 # How long Kafka clients wait for one request; a POST gives up sooner (PUBLISH_TIMEOUT_SECONDS).
-KAFKA_REQUEST_TIMEOUT_SECONDS = max(30.0, settings.publish_timeout_seconds * 3)
+KAFKA_REQUEST_TIMEOUT_SECONDS = kafka_request_timeout_seconds(settings)
 
 # The topic is the golden record: by default nothing is ever deleted from it.
 COMMAND_TOPIC_CONFIG = {"retention.ms": str(settings.command_topic_retention_ms)}
-# A dead letter is its message plus headers, so it may exceed the broker's
-# default limit that the message itself met; room for that, and a producer that
-# may send it. (A letter refused anyway is sent without its value, app/sink.py.)
-DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
 DEAD_LETTER_TOPIC_CONFIG = {**COMMAND_TOPIC_CONFIG, "max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
 
-app = PipelineApp(
-    settings.app_id,
-    broker=settings.kafka_broker_url,
-    store=settings.table_store,
-    datadir=settings.worker_data_dir,
-    processing_guarantee=settings.processing_guarantee,
-    topic_partitions=settings.command_topic_partitions,
-    topic_replication_factor=settings.kafka_replication_factor,
-    # acks=all for what Faust produces (changelog, dead letters); HTTP commands
-    # have their own producer (app/publisher.py).
-    producer_acks=-1,
-    broker_session_timeout=settings.kafka_session_timeout_seconds,
-    broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
-    producer_request_timeout=KAFKA_REQUEST_TIMEOUT_SECONDS,
-    producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,
-    web_in_thread=False,
-    # Acks only from the agent, after the commit (app/faust_fixes.py, fix 0).
-    Stream=faust_fixes.ManualAckStream,
-    # Do not wait at a rebalance or shutdown for messages that started
-    # processing: they are read again by the next owner, and writes are
-    # idempotent (Faust's documented choice for such streams). Waiting hung
-    # forever on messages that no agent would ever acknowledge.
-    stream_wait_empty=False,
-    web_application_options=WEB_APPLICATION_OPTIONS,
-    logging_config=logging_config(settings.log_format, settings.log_level, settings.service_name),
-)
+# The settings live in app/faust_options.py, shared with the benchmark's bare agent.
+app = PipelineApp(settings.app_id, **faust_options(settings))
 setup_tracing(settings.service_name)
 # Faust's own sensors and ours share the default registry, served at /metrics.
 metrics.setup_faust_sensors(app, name_prefix="faust")
@@ -130,7 +101,9 @@ def _create_data_dir(sender: faust.App, **kwargs) -> None:
     sender.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
 
 
-command_publisher = CommandPublisher(settings.kafka_bootstrap_servers, KAFKA_REQUEST_TIMEOUT_SECONDS)
+command_publisher = CommandPublisher(
+    settings.kafka_bootstrap_servers, KAFKA_REQUEST_TIMEOUT_SECONDS, settings.max_in_flight_publishes)
+metrics.command_publishes_in_flight.set_function(lambda: command_publisher.in_flight)
 
 database = Database(
     settings.database_url,

@@ -30,6 +30,16 @@ command_publish_failures = Counter(
     f"{PREFIX}_command_publish_failures_total", "Commands the broker did not acknowledge (POST answered 503).",
     ["reason"],
 )
+http_requests_shed = Counter(
+    f"{PREFIX}_http_requests_shed_total",
+    "API requests answered 503 overloaded + Retry-After without being handled, by route, method and reason: "
+    "publishes_in_flight (MAX_IN_FLIGHT_PUBLISHES POSTs awaited the broker) or waited (longer than "
+    "MAX_REQUEST_WAIT_SECONDS in the worker before its handler ran).",
+    ["route", "method", "reason"],
+)
+command_publishes_in_flight = Gauge(
+    f"{PREFIX}_command_publishes_in_flight", "POSTs awaiting the broker's acknowledgement now.",
+)
 events_processed = Counter(
     f"{PREFIX}_events_processed_total", "Consumed messages, by outcome: persisted, duplicate, invalid, failed.",
     ["outcome"],

@@ -5,6 +5,11 @@ command is durably and visibly in the topic whatever PROCESSING_GUARANTEE is:
 under exactly_once Faust's producer would put it in a transaction that only
 commits with the consumer's offsets, so a 200 could precede (or outlive) an
 invisible command.
+
+At most `max_in_flight` publishes await the broker at once: past that the
+worker is at capacity (or the broker is slow), and a POST is better refused at
+once (`PublisherOverloaded`, answered 503 + Retry-After) than queued until
+every client times out.
 """
 
 from __future__ import annotations
@@ -15,19 +20,33 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
 
+class PublisherOverloaded(Exception):
+    """`max_in_flight` publishes are awaiting the broker already."""
+
+
 class CommandPublisher:
-    def __init__(self, bootstrap_servers: str, request_timeout_seconds: float) -> None:
+    def __init__(self, bootstrap_servers: str, request_timeout_seconds: float, max_in_flight: int) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.request_timeout_ms = int(request_timeout_seconds * 1000)
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def saturated(self) -> bool:
+        """True when a publish now would be refused."""
+        return self.in_flight >= self.max_in_flight
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
+                # linger_ms=0: a lone command is sent at once (a 1 ms linger doubled
+                # the median POST here); under load the sender batches anyway what
+                # accumulates while a partition's previous request is in flight.
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True,
-                    linger_ms=1, request_timeout_ms=self.request_timeout_ms,
+                    linger_ms=0, request_timeout_ms=self.request_timeout_ms,
                 )
                 try:
                     await producer.start()
@@ -38,10 +57,16 @@ class CommandPublisher:
         return self._producer
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> RecordMetadata:
-        """Send and wait for the broker's acknowledgement."""
-        producer = await self._started()
-        delivery = await producer.send(topic, value, key=key, headers=headers)
-        return await delivery
+        """Send and wait for the broker's acknowledgement; PublisherOverloaded at once when saturated."""
+        if self.saturated:
+            raise PublisherOverloaded(f"{self.in_flight} publishes in flight")
+        self.in_flight += 1
+        try:
+            producer = self._producer if self._producer is not None else await self._started()
+            delivery = await producer.send(topic, value, key=key, headers=headers)
+            return await delivery
+        finally:
+            self.in_flight -= 1
 
     async def stop(self) -> None:
         async with self._lock:

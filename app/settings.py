@@ -119,6 +119,10 @@ SETTINGS: dict[str, Setting] = {
                 "Faust processing guarantee; PostgreSQL writes are idempotent either way."),
         Setting("PUBLISH_TIMEOUT_SECONDS", "10", _positive_float,
                 "How long a POST waits for the broker's acknowledgement before answering 503."),
+        Setting("MAX_IN_FLIGHT_PUBLISHES", "100", _positive_int,
+                "Most POSTs awaiting the broker at once per worker; beyond it a POST is shed: 503 + Retry-After at once."),
+        Setting("MAX_REQUEST_WAIT_SECONDS", "0.25", _positive_float,
+                "Longest an API request may wait in a busy worker before it is handled; one that waited longer is shed: 503 + Retry-After."),
         Setting("MAX_MESSAGE_BYTES", "1048576", _positive_int,
                 "Largest command message value decoded; a larger one is invalid (dead-lettered)."),
         Setting("MAX_JSON_DEPTH", "32", _positive_int,
@@ -174,6 +178,8 @@ class Settings:
     worker_data_dir: str
     processing_guarantee: str
     publish_timeout_seconds: float
+    max_in_flight_publishes: int
+    max_request_wait_seconds: float
     max_message_bytes: int
     max_json_depth: int
     shutdown_timeout_seconds: float

@@ -72,7 +72,7 @@ async def measure_replay(bootstrap: str, topic: str, events: int, server_url: st
     """Replay a pre-loaded topic of `events` messages into a fresh, empty database, as `python -m app replay` does.
 
     The database is created on the server of `server_url` and dropped after.
-    Returns events, seconds, events_per_s, rows_inserted, rows_already_present,
+    Returns events, seconds, events_per_second, rows_inserted, rows_already_present,
     invalid, failed, events_already_recorded, index_seconds, connections,
     cpu_seconds (this process) and postgres_cpu_seconds (None when unknown).
     """
@@ -90,7 +90,7 @@ async def measure_replay(bootstrap: str, topic: str, events: int, server_url: st
     return {
         "events": summary.events_read,
         "seconds": summary.seconds,
-        "events_per_s": summary.rate,
+        "events_per_second": summary.rate,
         "rows_inserted": summary.rows_inserted,
         "rows_already_present": summary.rows_already_present,
         "invalid": summary.invalid,
@@ -121,7 +121,7 @@ async def main(events: int) -> None:
         await delete_topic(bootstrap, topic)
         drop_database(server, raw_db)
     assert result["rows_inserted"] == events, result
-    consume_rate, insert_rate, rate = events / consume_seconds, events / insert_seconds, result["events_per_s"]
+    consume_rate, insert_rate, rate = events / consume_seconds, events / insert_seconds, result["events_per_second"]
     per_million = 1e6 / rate
     print(f"events:                 {events}")
     print(f"raw Kafka consume:      {consume_rate:10.0f} events/s")

@@ -25,6 +25,14 @@ except ValueError as exc:
     raise SettingsError(str(exc)) from None
 RESPONSE_HEADER = "X-Correlation-ID"
 
+# An API request that waited longer than this in the worker before its handler ran is shed
+# (module-level so that tests can lower it).
+MAX_REQUEST_WAIT_SECONDS = settings.max_request_wait_seconds
+# A shed request: the worker is at capacity now, which usually passes quickly.
+OVERLOADED_RETRY_AFTER_SECONDS = "1"
+# At most one log line per this many seconds about shed requests (one per request would add to the load).
+SHED_LOG_INTERVAL_SECONDS = 10.0
+
 # Limits on what a client may send (aiohttp answers 400/413 beyond them).
 MAX_BODY_BYTES = 64 * 1024
 MAX_LINE_BYTES = 4096  # request line, so the URL too
@@ -49,6 +57,50 @@ def _requested_correlation_id(request: web.Request) -> str | None:
     return found
 
 
+class ShedLog:
+    """Counts shed requests; logs a warning at most once per SHED_LOG_INTERVAL_SECONDS."""
+
+    def __init__(self) -> None:
+        self.unlogged: dict[str, int] = {}
+        self.logged_at = float("-inf")
+
+    def shed(self, reason: str, detail: str) -> None:
+        self.unlogged[reason] = self.unlogged.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self.logged_at >= SHED_LOG_INTERVAL_SECONDS:
+            counts = ", ".join(f"{n} {r}" for r, n in sorted(self.unlogged.items()))
+            log.warning("Shedding requests (answered 503 overloaded): %s since the last such line; last: %s",
+                        counts, detail)
+            self.unlogged, self.logged_at = {}, now
+
+
+shed_log = ShedLog()
+
+
+def overloaded(request: web.Request, reason: str, detail: str) -> web.Response:
+    """503 + Retry-After, at once: the request is not handled (for a POST: nothing is published)."""
+    metrics.http_requests_shed.labels(_route(request), request.method, reason).inc()
+    shed_log.shed(reason, detail)
+    return json_error(503, "overloaded", "the service is at capacity; the request was not handled, retry later",
+                      headers={"Retry-After": OVERLOADED_RETRY_AFTER_SECONDS})
+
+
+# When each connection's latest request data was read: the time a request has waited in
+# this worker is measured from there (see record_arrivals).
+_arrivals: dict[int, float] = {}
+
+
+def waited(request: web.Request) -> float:
+    """Seconds since this worker read the request (0 when unknown)."""
+    arrived = _arrivals.get(id(request.protocol))
+    return 0.0 if arrived is None else time.monotonic() - arrived
+
+
+def _sheddable(request: web.Request) -> bool:
+    """API requests may be shed; probes, /metrics and /openapi.json never are."""
+    return request.path.startswith("/api/") or request.path == "/app"
+
+
 def _method_not_allowed(request: web.Request, allowed: Iterable[str]) -> web.Response:
     # Faust registers HEAD for every view, but only a view with a GET answers it.
     methods = sorted(set(allowed) if "GET" in allowed else set(allowed) - {"HEAD"})
@@ -64,6 +116,9 @@ def _route(request: web.Request) -> str:
 
 
 async def _handle(request: web.Request, handler) -> web.StreamResponse:
+    if _sheddable(request) and (delay := waited(request)) > MAX_REQUEST_WAIT_SECONDS:
+        return overloaded(request, "waited", f"{request.method} {request.path[:100]} waited {delay * 1000:.0f} ms "
+                                             f"(MAX_REQUEST_WAIT_SECONDS={MAX_REQUEST_WAIT_SECONDS:g})")
     if (request.content_length or 0) > MAX_BODY_BYTES:
         return json_error(413, "request_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
     if API_KEYS and auth.needs_key(request.method, request.path, settings.auth_protect):
@@ -154,8 +209,40 @@ def answer_parser_errors_in_json() -> None:
     web.RequestHandler.handle_error = handle_error
 
 
+def record_arrivals() -> None:
+    """Note when each connection's request data is read, so a request's wait in the worker is known.
+
+    Under overload the event loop runs longer and longer between reading a
+    request and running its handler; a request that waited past
+    MAX_REQUEST_WAIT_SECONDS is then answered 503 at once instead of being
+    handled seconds late (its client has likely given up). aiohttp has no hook
+    for the time a request was read: this wraps RequestHandler.data_received
+    and connection_lost (the handler has __slots__, so the times are kept here
+    by connection); tests/unit/test_shedding.py fails when an aiohttp upgrade
+    stops calling them.
+    """
+    handler = web.RequestHandler
+    if getattr(handler.data_received, "records_arrivals", False):
+        return
+    original_received, original_lost = handler.data_received, handler.connection_lost
+
+    @functools.wraps(original_received)
+    def data_received(self, data: bytes) -> None:
+        _arrivals[id(self)] = time.monotonic()
+        original_received(self, data)
+
+    @functools.wraps(original_lost)
+    def connection_lost(self, exc) -> None:
+        _arrivals.pop(id(self), None)
+        original_lost(self, exc)
+
+    data_received.records_arrivals = True
+    handler.data_received, handler.connection_lost = data_received, connection_lost
+
+
 # At import: app/main.py hands WEB_APPLICATION_OPTIONS to Faust, which builds the server.
 answer_parser_errors_in_json()
+record_arrivals()
 
 WEB_APPLICATION_OPTIONS = {
     "client_max_size": MAX_BODY_BYTES,

@@ -17,11 +17,12 @@ from app import idempotency, metrics
 from app.commands import encode_command
 from app.logs import correlation_id
 from app.main import app, command_publisher, command_topic, database
+from app.publisher import PublisherOverloaded
 from app.settings import settings
 from app.timestamps import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
 from app.tracing import inject_headers, tracer
 from tables.timestamps import timestamps
-from web.middleware import json_error
+from web.middleware import json_error, overloaded
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "5"
@@ -50,11 +51,13 @@ async def publish_command(request: Request, event_timestamp: str | None) -> Resp
         command_id = idempotency.command_id_for(key) if key is not None else uuid.uuid4()
     except idempotency.InvalidIdempotencyKey as exc:
         return json_error(400, "invalid_idempotency_key", str(exc))
+    if command_publisher.saturated:
+        return shed(request)
     try:
-        delivery = await asyncio.wait_for(
-            _send(command_id, encode_command(command_id, event_timestamp, received_at)),
-            timeout=settings.publish_timeout_seconds,
-        )
+        async with asyncio.timeout(settings.publish_timeout_seconds):
+            delivery = await _send(command_id, encode_command(command_id, event_timestamp, received_at))
+    except PublisherOverloaded:
+        return shed(request)
     except (asyncio.TimeoutError, KafkaError, ConnectionError) as exc:
         metrics.command_publish_failures.labels(type(exc).__name__).inc()
         log.error("Publishing command %s failed: %r", command_id, exc)
@@ -68,6 +71,13 @@ async def publish_command(request: Request, event_timestamp: str | None) -> Resp
         {"id": str(command_id)},
         headers={"Location": f"/api/v1/timestamp/{command_id}"},
     )
+
+
+def shed(request: Request) -> Response:
+    """503 + Retry-After at once: MAX_IN_FLIGHT_PUBLISHES commands are awaiting the broker already."""
+    return overloaded(request, "publishes_in_flight",
+                      f"{command_publisher.in_flight} publishes awaiting the broker "
+                      f"(MAX_IN_FLIGHT_PUBLISHES={command_publisher.max_in_flight})")
 
 
 async def _send(command_id: uuid.UUID, value: bytes):
@@ -104,11 +114,13 @@ class TimestampView(View):
         except ValueError:
             return json_error(400, "invalid_id", f"id must be a UUID (got {value[:64]!r})")
         if request.headers.get(ROUTED_HEADER) is None:
+            key = command_id.encode()
             try:
-                return await app.router.route_req(timestamps.name, command_id.encode(), self.web, _routed(request))
+                if not _owned_here(key):
+                    return await app.router.route_req(timestamps.name, key, self.web, _routed(request))
             except SameNode:
                 pass
-            except (ServiceUnavailable, TypeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (KeyError, ServiceUnavailable, TypeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 # The owner is unknown (rebalancing; Faust raises TypeError while the
                 # producer has no metadata for the changelog) or unreachable:
                 # PostgreSQL still answers.
@@ -117,6 +129,13 @@ class TimestampView(View):
         if view is None:
             return json_error(404, "not_found", f"no timestamp record with id {command_id} (yet)")
         return self.bytes(view, content_type="application/json")
+
+
+def _owned_here(key: bytes) -> bool:
+    """Whether this worker owns the key's table partition (most GETs on one worker): then the
+    request is answered here without being cloned for forwarding."""
+    owner, here = app.router.key_store(timestamps.name, key), app.conf.canonical_url
+    return (owner.host, owner.port) == (here.host, here.port)
 
 
 def _routed(request: Request) -> Request:

@@ -186,7 +186,7 @@ def test_grafana_provisioning_files():
 
 DOCUMENTED_METRICS = {
     "timestamp_http_requests_total", "timestamp_http_request_duration_seconds",
-    "timestamp_commands_published_total", "timestamp_command_publish_failures_total",
+    "timestamp_commands_published_total", "timestamp_command_publish_failures_total", "timestamp_http_requests_shed_total",
     "timestamp_events_processed_total", "timestamp_batch_size_events", "timestamp_db_write_duration_seconds",
     "timestamp_db_write_failures_total", "timestamp_end_to_end_latency_seconds",
     "timestamp_consumer_lag_messages", "timestamp_table_keys", "timestamp_circuit_breaker_state",

@@ -27,7 +27,14 @@ def test_values_come_from_the_environment():
     ({"PROCESSING_GUARANTEE": "maybe"}, "PROCESSING_GUARANTEE"),
     ({"COMMAND_TOPIC_RETENTION_MS": "0"}, "COMMAND_TOPIC_RETENTION_MS"),
     ({"COMMAND_TOPIC": "  "}, "COMMAND_TOPIC"),
+    ({"MAX_IN_FLIGHT_PUBLISHES": "0"}, "MAX_IN_FLIGHT_PUBLISHES"),
+    ({"MAX_IN_FLIGHT_PUBLISHES": "lots"}, "MAX_IN_FLIGHT_PUBLISHES"),
 ])
 def test_bad_values_name_the_variable(env, name):
     with pytest.raises(SettingsError, match=f"^{name}="):
         Settings.from_env(env)
+
+
+def test_max_in_flight_publishes():
+    assert Settings.from_env({}).max_in_flight_publishes == 100
+    assert Settings.from_env({"MAX_IN_FLIGHT_PUBLISHES": "7"}).max_in_flight_publishes == 7

@@ -1,0 +1,52 @@
+"""The Faust settings of the worker's App, in one place.
+
+`app/main.py` builds the worker's App with them; the benchmark's bare agent
+(`bench/bare_faust.py`) builds an App with the same settings and nothing else,
+so the two are compared like for like.
+"""
+
+from __future__ import annotations
+
+from app import faust_fixes
+from app.logs import logging_config
+from app.settings import Settings
+from web.middleware import WEB_APPLICATION_OPTIONS
+
+# A dead letter is its message plus headers, so it may exceed the broker's
+# default limit that the message itself met; room for that, and a producer that
+# may send it. (A letter refused anyway is sent without its value, app/sink.py.)
+DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
+
+
+def kafka_request_timeout_seconds(settings: Settings) -> float:
+    """How long Kafka clients wait for one request; a POST gives up sooner (PUBLISH_TIMEOUT_SECONDS)."""
+    return max(30.0, settings.publish_timeout_seconds * 3)
+
+
+def faust_options(settings: Settings) -> dict:
+    """Keyword arguments of `faust.App(settings.app_id, **...)` for a worker."""
+    return dict(
+        broker=settings.kafka_broker_url,
+        store=settings.table_store,
+        datadir=settings.worker_data_dir,
+        processing_guarantee=settings.processing_guarantee,
+        topic_partitions=settings.command_topic_partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
+        # acks=all for what Faust produces (changelog, dead letters); HTTP commands
+        # have their own producer (app/publisher.py).
+        producer_acks=-1,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
+        producer_request_timeout=kafka_request_timeout_seconds(settings),
+        producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,
+        web_in_thread=False,
+        # Acks only from the agent, after the commit (app/faust_fixes.py, fix 0).
+        Stream=faust_fixes.ManualAckStream,
+        # Do not wait at a rebalance or shutdown for messages that started
+        # processing: they are read again by the next owner, and writes are
+        # idempotent (Faust's documented choice for such streams). Waiting hung
+        # forever on messages that no agent would ever acknowledge.
+        stream_wait_empty=False,
+        web_application_options=WEB_APPLICATION_OPTIONS,
+        logging_config=logging_config(settings.log_format, settings.log_level, settings.service_name),
+    )

@@ -1,0 +1,265 @@
+"""Open-loop HTTP load against one worker that is also processing.
+
+Open loop: request i is due at start + i / rate whatever happened to the
+previous ones, and its latency is measured from that due time, not from when
+the client got round to sending it (so a stalled server, or client, shows as
+latency instead of silently lowering the rate). Every step has a rate and a
+duration, so a fixed number of requests, and each request a timeout.
+
+POST steps publish commands that the worker then persists; after each step
+the bench waits until every accepted command is a row (and counts any that is
+not). GET steps read ids accepted by the POST steps while a background
+producer sends new commands straight to Kafka at a constant rate, so the
+worker keeps processing while it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import aiohttp
+import psycopg2
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.topics import ensure_topic
+from bench.ceilings import drop_database, fresh_database
+from bench.live_worker import worker_env
+from tests.worker_process import Worker
+
+P99_LIMIT_MS = 50.0
+SHED_METRIC = "timestamp_http_requests_shed_total"
+POST_TIMESTAMP = "2024-02-29T12:00:00Z"
+CONNECTIONS = 1024
+
+
+def latency_stats(latencies: list[float]) -> dict:
+    """p50, p99 and max in milliseconds (None without data)."""
+    if not latencies:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    ms = sorted(x * 1000 for x in latencies)
+    if len(ms) == 1:
+        p50 = p99 = ms[0]
+    else:
+        cuts = statistics.quantiles(ms, n=100, method="inclusive")
+        p50, p99 = cuts[49], cuts[98]
+    return {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(ms[-1], 2)}
+
+
+async def open_loop(send: Callable[[int], Awaitable[int]], rate: float, duration: float, timeout: float,
+                    ok_status: int) -> dict:
+    """Call `send(i)` (returns the HTTP status) at `rate` per second for `duration` seconds."""
+    loop = asyncio.get_running_loop()
+    total = max(1, round(rate * duration))
+    latencies: list[float] = []
+    by_status: dict[str, list[float]] = {}
+    outcomes: Counter[str] = Counter()
+    send_lags: list[float] = []
+    start = loop.time() + 0.05
+
+    async def one(i: int, due: float) -> None:
+        send_lags.append(loop.time() - due)
+        try:
+            async with asyncio.timeout(timeout):
+                status = await send(i)
+        except TimeoutError:
+            outcomes["timeout"] += 1
+            return
+        except aiohttp.ClientError as exc:
+            outcomes[type(exc).__name__] += 1
+            return
+        latency = loop.time() - due
+        latencies.append(latency)
+        by_status.setdefault(str(status), []).append(latency)
+        outcomes[str(status)] += 1
+
+    tasks = []
+    for i in range(total):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    sent_in = loop.time() - start
+    await asyncio.gather(*tasks)
+    errors = {k: v for k, v in sorted(outcomes.items()) if k != str(ok_status)}
+    return {
+        "rate": rate,
+        "duration_seconds": duration,
+        "requests": total,
+        "sent_per_second": round(total / sent_in, 1) if sent_in > 0 else None,
+        "ok": outcomes[str(ok_status)],
+        **latency_stats(latencies),
+        "errors": errors,
+        "error_count": sum(errors.values()),
+        "client_send_lag_max_ms": round(max(send_lags) * 1000, 2),
+        "latency_by_status": {k: {"count": len(v), **latency_stats(v)} for k, v in sorted(by_status.items())},
+    }
+
+
+def passes(step: dict) -> bool:
+    return step["error_count"] == 0 and step["p99_ms"] is not None and step["p99_ms"] < P99_LIMIT_MS
+
+
+def highest_passing_rate(steps: list[dict]) -> float | None:
+    """The highest rate such that it and every lower rate measured had p99 < 50 ms and no error."""
+    best = None
+    for step in sorted(steps, key=lambda s: s["rate"]):
+        if not passes(step):
+            break
+        best = step["rate"]
+    return best
+
+
+def metric_value(exposition: str, sample: str) -> float:
+    return sum(s.value for f in text_string_to_metric_families(exposition) for s in f.samples if s.name == sample)
+
+
+async def produce_at_rate(bootstrap: str, topic: str, rate: float, stop: asyncio.Event) -> int:
+    """Seed-format commands straight to Kafka at `rate` per second until `stop` is set."""
+    if rate <= 0:
+        await stop.wait()
+        return 0
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    sent = 0
+    tick = 0.02
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        while not stop.is_set():
+            due = round((loop.time() - start) * rate)
+            for _ in range(due - sent):
+                command_id = str(uuid.uuid4())
+                value = json.dumps({"command_id": command_id, "event_timestamp": POST_TIMESTAMP}).encode()
+                await producer.send(topic, value, key=command_id.encode())
+            sent = max(sent, due)
+            try:
+                await asyncio.wait_for(stop.wait(), tick)
+            except TimeoutError:
+                pass
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+class HttpBench:
+    """One worker on its own topic and database, and the steps run against it."""
+
+    def __init__(self, bootstrap: str, server_url: str, name: str, workdir: Path, timeout: float) -> None:
+        self.bootstrap, self.server_url, self.name, self.workdir = bootstrap, server_url, name, workdir
+        self.topic = name.replace("-", ".")
+        self.database = name.replace("-", "_")
+        self.timeout = timeout
+        self.accepted: list[str] = []
+        self.worker: Worker | None = None
+
+    async def __aenter__(self) -> "HttpBench":
+        await ensure_topic(self.bootstrap, self.topic, 8, 1, {})
+        self.url = fresh_database(self.server_url, self.database)
+        self.worker = Worker(worker_env(self.bootstrap, self.topic, self.name, self.url),
+                             self.workdir / f"{self.name}.log").start()
+        await self.worker.wait_ready(120)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        try:
+            await self.session.close()
+        finally:
+            if self.worker:
+                self.worker.stop()
+            drop_database(self.server_url, self.database)
+
+    async def _shed_total(self) -> float:
+        async with self.session.get(f"{self.worker.url}/metrics") as response:
+            return metric_value(await response.text(), SHED_METRIC)
+
+    async def post_step(self, rate: float, duration: float) -> dict:
+        url = f"{self.worker.url}/api/v1/timestamp/{POST_TIMESTAMP}"
+        accepted: list[str] = []
+
+        async def send(i: int) -> int:
+            async with self.session.post(url) as response:
+                if response.status == 200:
+                    accepted.append((await response.json())["id"])
+                else:
+                    await response.read()
+                return response.status
+
+        shed_before = await self._shed_total()
+        step = await open_loop(send, rate, duration, self.timeout, ok_status=200)
+        step["shed_by_server"] = int(await self._shed_total() - shed_before)
+        self.accepted.extend(accepted)
+        step["accepted_not_persisted"] = await self._wait_persisted(accepted)
+        return step
+
+    async def _wait_persisted(self, ids: list[str], timeout: float = 180) -> int:
+        """Until every accepted id is a row: how many are not, when `timeout` ran out first."""
+        deadline = time.monotonic() + timeout
+        missing = len(ids)
+        while time.monotonic() < deadline:
+            with psycopg2.connect(self.url) as conn, conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM timestamp_records WHERE id = ANY(%s::uuid[])", (ids,))
+                missing = len(ids) - cur.fetchone()[0]
+            conn.close()
+            if missing == 0:
+                break
+            await asyncio.sleep(0.5)
+        return missing
+
+    async def get_step(self, rate: float, duration: float, background_rate: float) -> dict:
+        if not self.accepted:
+            raise RuntimeError("no accepted POST to GET: run POST steps first")
+        base = f"{self.worker.url}/api/v1/timestamp/"
+        ids = self.accepted
+
+        async def send(i: int) -> int:
+            async with self.session.get(base + ids[i % len(ids)]) as response:
+                await response.read()
+                return response.status
+
+        shed_before = await self._shed_total()
+        stop = asyncio.Event()
+        background = asyncio.create_task(produce_at_rate(self.bootstrap, self.topic, background_rate, stop))
+        try:
+            step = await open_loop(send, rate, duration, self.timeout, ok_status=200)
+        finally:
+            stop.set()
+            produced = await background
+        step["shed_by_server"] = int(await self._shed_total() - shed_before)
+        step["background_events"] = produced
+        return step
+
+
+async def measure_http(bootstrap: str, server_url: str, name: str, workdir: Path, post_rates: list[float],
+                       get_rates: list[float], duration: float, background_rate: float,
+                       timeout: float = 5.0, pause: float = 1.0) -> dict:
+    """POST steps, then GET steps, against one fresh worker; the topic is left to the caller to delete."""
+    async with HttpBench(bootstrap, server_url, name, workdir, timeout) as bench:
+        post = []
+        for rate in post_rates:
+            post.append(await bench.post_step(rate, duration))
+            await asyncio.sleep(pause)
+        get = []
+        for rate in get_rates:
+            get.append(await bench.get_step(rate, duration, background_rate))
+            await asyncio.sleep(pause)
+    return {
+        "request_timeout_seconds": timeout,
+        "get_background_events_per_second": background_rate,
+        "post": post,
+        "get": get,
+        "max_rate_p99_under_50ms": {"post": highest_passing_rate(post), "get": highest_passing_rate(get)},
+    }

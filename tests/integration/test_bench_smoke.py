@@ -1,0 +1,66 @@
+"""A small run of `make bench` (python -m bench): every section is measured. It asserts no speed.
+
+3,000 events and two short HTTP rates: the same code path as the full run, in
+about a minute. The figures themselves are for docs/performance.md, never for
+a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from bench import report
+from tests.worker_process import REPO
+
+EVENTS = 3000
+RATES = [50.0, 150.0]
+
+
+def positive(section: dict, *keys: str) -> None:
+    for key in keys:
+        value = section[key]
+        assert isinstance(value, (int, float)) and value > 0, (key, section)
+
+
+def test_bench_smoke_measures_every_section(tmp_path, bootstrap_servers, server_url):
+    rates = ",".join(f"{r:g}" for r in RATES)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--events", str(EVENTS), "--post-rates", rates, "--get-rates", rates,
+         "--http-duration", "2", "--get-background-rate", "100", "--results-dir", str(tmp_path)],
+        cwd=REPO, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers, "DATABASE_URL": server_url},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    [path] = tmp_path.glob("live-*.json")
+    result = json.loads(path.read_text())
+
+    assert result["parameters"]["events"] == EVENTS
+    positive(result["preload"], "events", "seconds", "events_per_second")
+    for ceiling in ("raw_consume", "raw_insert"):
+        positive(result["ceilings"][ceiling], "events", "seconds", "events_per_second")
+        assert result["ceilings"][ceiling]["events"] == EVENTS
+    positive(result["bare_faust"], "events", "seconds", "events_per_second", "cpu_seconds", "cpu_us_per_event")
+    assert [run["processes"] for run in result["workers"]] == [1, 2]
+    for run in result["workers"]:
+        positive(run, "events", "seconds", "events_per_second", "cpu_seconds", "cpu_us_per_event",
+                 "ratio_to_bare_faust")
+    positive(result["workers"][1], "ratio_to_one_worker")
+    positive(result["replay"], "events", "seconds", "events_per_second", "rows_inserted")
+    assert result["replay"]["rows_inserted"] == EVENTS
+
+    http = result["http"]
+    for method in ("post", "get"):
+        assert [step["rate"] for step in http[method]] == RATES
+        for step in http[method]:
+            positive(step, "requests", "ok", "p50_ms", "p99_ms", "max_ms", "sent_per_second")
+            assert step["error_count"] == sum(step["errors"].values())
+        assert set(http["max_rate_p99_under_50ms"]) == {"post", "get"}
+    for step in http["post"]:
+        assert step["accepted_not_persisted"] == 0, step  # no accepted command lost
+    assert all(step["background_events"] > 0 for step in http["get"])
+
+    assert "bare Faust agent" in completed.stdout and str(path) in completed.stdout
+    assert "| project worker ×2" in report.markdown(result)
