@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from web.middleware import MAX_HEADER_BYTES, MAX_LINE_BYTES, WEB_APPLICATION_OPTIONS
+from tests.unit.local_server import served
 
 
 async def raw_request(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -38,12 +39,8 @@ async def port():
         return web.json_response({"status": "UP"})
 
     app.router.add_get("/health", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield runner.addresses[0][1]
-    await runner.cleanup()
+    async with served(app) as port:
+        yield port
 
 
 @pytest.mark.parametrize(

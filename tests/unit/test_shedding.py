@@ -18,6 +18,7 @@ from aiohttp import web
 from app import metrics
 from web import middleware
 from web.middleware import WEB_APPLICATION_OPTIONS
+from tests.unit.local_server import served
 
 BLOCK_SECONDS = 0.5
 
@@ -36,12 +37,8 @@ async def port():
     app.router.add_get("/api/v1/block", block)
     app.router.add_get("/api/v1/fast", answer)
     app.router.add_get("/health", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield runner.addresses[0][1]
-    await runner.cleanup()
+    async with served(app) as port:
+        yield port
 
 
 async def pipelined(port: int, paths: list[str]) -> list[tuple[int, dict[str, str], bytes]]:
