@@ -78,7 +78,8 @@ async def resume_stalled_partitions() -> None:
         stalls.reset()
         return
     assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.command_topic]
-    committed = {tp: app.consumer._committed_offset.get(tp) or 0 for tp in assigned}
+    committed_by_tp = faust_fixes.committed_offsets(app.consumer)
+    committed = {tp: committed_by_tp.get(tp) or 0 for tp in assigned}
     for tp, offset in stalls.stalled(committed, app.monitor.tp_end_offsets).items():
         log.warning("Partition %s[%d] stalled at offset %d; reading it again from there", tp.topic, tp.partition, offset)
         await app.consumer.seek(tp, offset)

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 
+from app import faust_fixes
 from app.main import app
 from app.settings import settings
 
@@ -130,4 +131,4 @@ class ChangelogBatchWriter:
 @app.task
 async def load_changelog_metadata() -> None:
     """Fetch the changelog's partitions at start-up, so GETs can be routed to the owner at once."""
-    await app.producer._ensure_producer().partitions_for(timestamps.changelog_topic.get_topic_name())
+    await faust_fixes.kafka_producer(app).partitions_for(timestamps.changelog_topic.get_topic_name())

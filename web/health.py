@@ -6,6 +6,7 @@ import asyncio
 
 from faust.web import Request, Response, View
 
+from app import faust_fixes
 from app.circuit_breaker import State
 from app.main import app, database
 
@@ -37,7 +38,7 @@ async def _check(probe) -> dict:
 
 
 async def _kafka() -> None:
-    await app.producer._ensure_producer().client.fetch_all_metadata()
+    await faust_fixes.kafka_producer(app).client.fetch_all_metadata()
 
 
 async def _table_recovery() -> None:

@@ -1,0 +1,36 @@
+"""Faust's private API is used in one module only, and is still there in the installed Faust."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import faust
+
+from app import faust_fixes
+
+REPO = Path(__file__).resolve().parents[2]
+ADAPTER = REPO / "app" / "faust_fixes.py"
+# A private attribute of a Faust object: the app, its consumer/producer/monitor/router,
+# a stream, event, table or store.
+PRIVATE_FAUST_ACCESS = re.compile(
+    r"\b(app|consumer|producer|monitor|router|stream|event|table|timestamps|store|data|conf)\._[a-z]\w*"
+)
+
+
+def test_no_module_but_the_adapter_reads_private_faust_attributes():
+    offenders = []
+    for package in ("app", "agents", "tables", "web"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path == ADAPTER:
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if PRIVATE_FAUST_ACCESS.search(line):
+                    offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert offenders == [], "private Faust attributes outside app/faust_fixes.py"
+
+
+def test_the_private_state_the_adapter_reads_exists_in_the_installed_faust():
+    app = faust.App("private-api-check", broker="kafka://127.0.0.1:1", store="memory://")
+    assert faust_fixes.committed_offsets(app.consumer) == {}
+    assert callable(app.producer._ensure_producer)  # what kafka_producer() calls
