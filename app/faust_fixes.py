@@ -148,7 +148,21 @@ def kafka_producer(app: faust.App):
     return app.producer._ensure_producer()
 
 
+# The faust-streaming releases these fixes were written and tested against.
+SUPPORTED_FAUST = "0.15."
+
+
+def check_faust_version(version: str = faust.__version__) -> None:
+    """Refuse to start on a Faust the fixes were not written for: they patch its internals."""
+    if not version.startswith(SUPPORTED_FAUST):
+        raise RuntimeError(
+            f"faust-streaming {version} is installed, but app/faust_fixes.py was written for {SUPPORTED_FAUST}x: "
+            "re-check each fix against the new release (and its tests) before changing SUPPORTED_FAUST"
+        )
+
+
 def apply() -> None:
+    check_faust_version()
     Consumer.ack = _ack_processed_only
     Consumer._new_offset = _new_offset_without_head_gap
     Consumer.perform_seek = _perform_seek_from_start_when_uncommitted

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import faust
+import pytest
 
 from app import faust_fixes
 
@@ -34,3 +35,9 @@ def test_the_private_state_the_adapter_reads_exists_in_the_installed_faust():
     app = faust.App("private-api-check", broker="kafka://127.0.0.1:1", store="memory://")
     assert faust_fixes.committed_offsets(app.consumer) == {}
     assert callable(app.producer._ensure_producer)  # what kafka_producer() calls
+
+
+def test_the_fixes_refuse_a_faust_they_were_not_written_for():
+    faust_fixes.check_faust_version(faust.__version__)  # the pinned one
+    with pytest.raises(RuntimeError, match="faust-streaming 0.16.0 is installed"):
+        faust_fixes.check_faust_version("0.16.0")
