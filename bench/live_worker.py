@@ -114,11 +114,12 @@ async def measure_workers(bootstrap: str, server_url: str, topic: str, events: i
     workers = [Worker(worker_env(bootstrap, topic, name, url), workdir / f"{name}-{i}.log")
                for i in range(processes)]
     try:
+        launched = (0, time.perf_counter(), 0.0, "launch")  # no worker process, no CPU used yet
         await _started(workers, ready_timeout=120)
         conn = psycopg2.connect(url)
         conn.autocommit = True
         try:
-            measured = await _until_rows(conn, workers, events, timeout)
+            measured = await _until_rows(conn, workers, events, timeout, launched)
         finally:
             conn.close()
     finally:
@@ -137,10 +138,14 @@ def _cpu(workers: list[Worker]) -> float:
     return sum(process_cpu_seconds(w.process.pid) for w in workers)
 
 
-async def _until_rows(conn, workers: list[Worker], events: int, timeout: float) -> dict:
-    """Poll the row count: (rows, time, CPU) at the first row seen and when all are there."""
+async def _until_rows(conn, workers: list[Worker], events: int, timeout: float, launched: tuple) -> dict:
+    """Poll the row count: (rows, time, CPU) at the first row seen and when all are there.
+
+    A tiny run can be over before the first poll (the first of two workers
+    processes everything while the second starts): it is measured from the
+    launch of the workers instead, start-up included.
+    """
     deadline = time.monotonic() + timeout
-    ready = (0, time.perf_counter(), _cpu(workers), "ready")
     first = None
     while True:
         for worker in workers:
@@ -160,7 +165,7 @@ async def _until_rows(conn, workers: list[Worker], events: int, timeout: float) 
                                f"see {workers[0].log_path.parent}")
         await asyncio.sleep(POLL_SECONDS)
     if first[0] >= events:
-        first = ready  # everything arrived between two polls (a tiny run): measure from ready instead
+        first = launched
     rows0, time0, cpu0, since = first
     return {**summary(rows - rows0, now - time0, cpu - cpu0, len(workers)), "measured_from": since}
 
