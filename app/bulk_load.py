@@ -49,7 +49,7 @@ from app.commands import DecodeLimits
 from app.database import is_transient
 from app.dead_letters import dead_letter
 from app.enrichment import BatchPlan, ConsumedMessage, plan_batch
-from app.records import SourcePosition
+from app.records import SourcePosition, Status
 from app.sink import TimestampSink, _log_skipped
 from app.timestamps import utc_now
 
@@ -91,7 +91,7 @@ _MERGE_STAGE = """
         INSERT INTO processed_events (topic, partition, "offset", event_id, correlation_id,
                                       status, error, processed_at)
         SELECT s.topic, s.partition, s."offset", s.event_id, s.correlation_id,
-               coalesce(s.status, CASE WHEN i.id IS NULL THEN 'duplicate' ELSE 'persisted' END),
+               coalesce(s.status, CASE WHEN i.id IS NULL THEN %(duplicate)s ELSE %(persisted)s END),
                s.error, s.processed_at
         FROM replay_stage s LEFT JOIN inserted i ON s.status IS NULL AND i.id = s.event_id
         ON CONFLICT (topic, partition, "offset") DO NOTHING
@@ -284,7 +284,7 @@ class StageWriter:
         try:
             with conn.cursor() as cur:
                 cur.copy_expert(_COPY_STAGE, io.StringIO(rows), size=1 << 18)
-                cur.execute(_MERGE_STAGE)
+                cur.execute(_MERGE_STAGE, {"persisted": Status.PERSISTED, "duplicate": Status.DUPLICATE})
                 inserted, logged = cur.fetchone()
             conn.commit()
             return inserted, logged
@@ -438,11 +438,11 @@ class GroupLoad:
     async def _dead_letters(self, messages: list[ConsumedMessage], plan: BatchPlan) -> None:
         """As the live sink: the invalid messages' dead letters, sent before their rows are written."""
         by_position = {m.source: m for m in messages}
-        invalid = [e for e in plan.skipped if e.status == "invalid"]
+        invalid = [e for e in plan.skipped if e.status == Status.INVALID]
         await self.sink.send_dead_letters([dead_letter(by_position[e.source], e) for e in invalid])
 
     async def _write(self, messages: list[ConsumedMessage], plan: BatchPlan, rows: str) -> None:
-        invalid = sum(1 for e in plan.skipped if e.status == "invalid")
+        invalid = sum(1 for e in plan.skipped if e.status == Status.INVALID)
         batch = BulkCounts(events=len(messages), invalid=invalid)
         try:
             inserted, logged = await self.writer.write(rows)

@@ -17,7 +17,7 @@ from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type,
 from app import metrics
 from app.circuit_breaker import CircuitBreaker
 from app.enrichment import BatchPlan
-from app.records import ProcessedEvent, SourcePosition, TimestampRecord
+from app.records import ProcessedEvent, SourcePosition, Status, TimestampRecord
 
 log = logging.getLogger(__name__)
 psycopg2.extras.register_uuid()
@@ -46,7 +46,7 @@ _PERSIST_BATCH = """
         INSERT INTO processed_events (topic, partition, "offset", event_id, correlation_id,
                                       status, error, processed_at)
         SELECT b.topic, b.partition, b."offset", b.id, b.correlation_id,
-               CASE WHEN i.id IS NULL THEN 'duplicate' ELSE 'persisted' END, NULL, b.processed_at
+               CASE WHEN i.id IS NULL THEN %(duplicate)s ELSE %(persisted)s END, NULL, b.processed_at
         FROM batch b LEFT JOIN inserted i USING (id)
         UNION ALL
         SELECT * FROM unnest(%(s_topic)s::text[], %(s_partition)s::integer[], %(s_offset)s::bigint[],
@@ -197,6 +197,7 @@ class Database:
                 "s_status": [e.status for e in skipped],
                 "s_error": [e.error for e in skipped],
                 "s_processed_at": [e.processed_at for e in skipped],
+                "persisted": Status.PERSISTED, "duplicate": Status.DUPLICATE,
             })
             return dict(await cur.fetchall())
 

@@ -8,7 +8,7 @@ from typing import Iterable
 
 from app.commands import DecodeLimits, InvalidCommand, decode_command
 from app.correlation import from_kafka_headers
-from app.records import ProcessedEvent, SourcePosition, TimestampCommand, TimestampRecord
+from app.records import ProcessedEvent, SourcePosition, Status, TimestampCommand, TimestampRecord
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class BatchPlan:
                 source=record.source,
                 event_id=record.id,
                 correlation_id=record.correlation_id,
-                status="persisted" if record.id in inserted_ids else "duplicate",
+                status=Status.PERSISTED if record.id in inserted_ids else Status.DUPLICATE,
                 processed_at=record.processed_at,
             )
             for record in self.records
@@ -71,13 +71,13 @@ def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime,
             command = decode_command(message.value, correlation_id, limits)
         except InvalidCommand as exc:
             plan.skipped.append(
-                ProcessedEvent(message.source, None, correlation_id, "invalid", processed_at, str(exc))
+                ProcessedEvent(message.source, None, correlation_id, Status.INVALID, processed_at, str(exc))
             )
             continue
         record = enrich(command, message.source, processed_at)
         if record.id in seen:
             plan.skipped.append(
-                ProcessedEvent(message.source, record.id, correlation_id, "duplicate", processed_at)
+                ProcessedEvent(message.source, record.id, correlation_id, Status.DUPLICATE, processed_at)
             )
             continue
         seen.add(record.id)
@@ -104,7 +104,7 @@ def failed_event(message: ConsumedMessage, error: BaseException, processed_at: d
         event_id = decode_command(message.value, correlation_id, limits).command_id
     except InvalidCommand:
         event_id = None
-    return ProcessedEvent(message.source, event_id, correlation_id, "failed", processed_at, describe_error(error))
+    return ProcessedEvent(message.source, event_id, correlation_id, Status.FAILED, processed_at, describe_error(error))
 
 
 def describe_error(error: BaseException, limit: int = 500) -> str:

@@ -12,6 +12,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from app.records import Status
+
 PREFIX = "timestamp"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -108,7 +110,7 @@ def record_audit(topic: str, missing: dict[int, int]) -> None:
     audit_last_success.set_to_current_time()
 
 
-for outcome in ("persisted", "duplicate", "invalid", "failed"):
+for outcome in Status:
     events_processed.labels(outcome)  # present at zero before the first event
 
 

@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from app.timestamps import format_rfc3339
 
@@ -74,6 +75,17 @@ class TimestampRecord:
         ).encode()
 
 
+class Status(StrEnum):
+    """The fate of one Kafka message: `processed_events.status` (its CHECK constraint
+    lists the same values; tests/unit/test_status.py keeps them in step) and the
+    `outcome` label of `timestamp_events_processed_total`."""
+
+    PERSISTED = "persisted"  # its record was inserted
+    DUPLICATE = "duplicate"  # its command id was already stored, or earlier in the batch
+    INVALID = "invalid"  # it can never be processed (dead-lettered)
+    FAILED = "failed"  # processing it raised (dead-lettered)
+
+
 @dataclass(frozen=True)
 class ProcessedEvent:
     """One row of `processed_events`: the fate of one Kafka message."""
@@ -81,7 +93,7 @@ class ProcessedEvent:
     source: SourcePosition
     event_id: uuid.UUID | None
     correlation_id: str | None
-    status: str  # persisted | duplicate | invalid | failed
+    status: Status
     processed_at: datetime
     error: str | None = None
 

@@ -34,7 +34,7 @@ from app.database import Database
 from app.dead_letters import DeadLetter, dead_letter
 from app.enrichment import BatchPlan, ConsumedMessage, failed_event, plan_batch, unique_positions
 from app.logs import log_context
-from app.records import TimestampRecord
+from app.records import Status, TimestampRecord
 from app.timestamps import utc_now
 from app.tracing import database_write_span, start_processing_spans
 
@@ -122,7 +122,7 @@ class TimestampSink:
         plan = plan_batch(messages, processed_at=utc_now(), limits=self.limits)
         _log_skipped(plan)
         by_position = {m.source: m for m in messages}
-        invalid = [e for e in plan.skipped if e.status == "invalid"]
+        invalid = [e for e in plan.skipped if e.status == Status.INVALID]
         await self.send_dead_letters([dead_letter(by_position[e.source], e) for e in invalid])
         with database_write_span(spans):
             started = time.monotonic()
@@ -142,7 +142,7 @@ class TimestampSink:
                       exc_info=error)
         await self.send_dead_letters([dead_letter(message, event, error)])
         await self.database.persist_batch_with_retry(BatchPlan(skipped=[event]))
-        metrics.events_processed.labels("failed").inc()
+        metrics.events_processed.labels(Status.FAILED).inc()
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Send and wait for the broker, retrying while Kafka is unreachable.
@@ -187,8 +187,8 @@ def _log_skipped(plan: BatchPlan) -> None:
 def _record_outcomes(plan: BatchPlan, inserted: dict) -> None:
     """Metrics of a committed (sub-)batch."""
     persisted = len(inserted)
-    metrics.events_processed.labels("persisted").inc(persisted)
-    metrics.events_processed.labels("duplicate").inc(len(plan.records) - persisted)
+    metrics.events_processed.labels(Status.PERSISTED).inc(persisted)
+    metrics.events_processed.labels(Status.DUPLICATE).inc(len(plan.records) - persisted)
     for status, count in Counter(event.status for event in plan.skipped).items():
         metrics.events_processed.labels(status).inc(count)
     now = utc_now()
