@@ -85,6 +85,12 @@ async def resume_stalled_partitions() -> None:
         await app.consumer.seek(tp, offset)
 
 
+@app.timer(interval=1.0)
+async def close_idle_breaker() -> None:
+    """Let a half-open PostgreSQL circuit breaker finish its trial with pings when no batch comes."""
+    await database.try_half_open_breaker()
+
+
 class TableWriter:
     """Puts the records of a batch in the query table, one changelog batch per partition."""
 

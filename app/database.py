@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type,
 
 from app import metrics
 from app.circuit_breaker import CircuitBreaker
+from app.circuit_breaker import State as BreakerState
 from app.enrichment import BatchPlan
 from app.records import ProcessedEvent, SourcePosition, Status, TimestampRecord
 
@@ -232,6 +233,22 @@ class Database:
             log.warning("PostgreSQL circuit breaker is open; next trial in %.0f s", delay)
         while (delay := self.breaker.seconds_until_trial()) > 0:
             await asyncio.sleep(min(delay, 1.0))
+
+    async def try_half_open_breaker(self) -> None:
+        """A ping as the half-open breaker's trial, so that it closes (or opens again) without traffic.
+
+        Writes are the usual trials; with nothing to write, a breaker would stay
+        half-open until the next batch came.
+        """
+        if self.breaker.state is not BreakerState.HALF_OPEN:
+            return
+        try:
+            await self.ping()
+        except Exception as exc:
+            if is_transient(exc):
+                self.breaker.record_failure()
+            return
+        self.breaker.record_success()
 
     async def fetch_records(self, ids: list[uuid.UUID]) -> list[TimestampRecord]:
         pool = await self.pool()

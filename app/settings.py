@@ -144,7 +144,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("CIRCUIT_BREAKER_RESET_SECONDS", "60", _positive_float,
                 "How long the breaker stays open before a half-open trial write."),
         Setting("CIRCUIT_BREAKER_SUCCESSES", "2", _positive_int,
-                "Successful trial writes that close the breaker again."),
+                "Successful trials that close the breaker again: writes, or a ping a second when nothing is written."),
         Setting("API_KEYS", "", str,
                 "Comma-separated API keys; setting keys (here or in API_KEYS_FILE) turns authentication on."),
         Setting("API_KEYS_FILE", "", str,

@@ -1,4 +1,7 @@
+import psycopg2
+
 from app.circuit_breaker import CircuitBreaker, State
+from app.database import Database
 
 
 class Clock:
@@ -57,3 +60,39 @@ def test_failure_while_half_open_reopens_for_a_full_timeout():
     assert cb.state is State.OPEN
     clock.now = 121
     assert cb.state is State.HALF_OPEN
+
+
+class PingedDatabase(Database):
+    def __init__(self, breaker: CircuitBreaker, ping_error: Exception | None = None) -> None:
+        super().__init__("postgresql://unused", breaker=breaker)
+        self.ping_error = ping_error
+        self.pings = 0
+
+    async def ping(self) -> None:
+        self.pings += 1
+        if self.ping_error:
+            raise self.ping_error
+
+
+def half_open_breaker() -> CircuitBreaker:
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=5, success_threshold=2, clock=lambda: now[0])
+    breaker.record_failure()
+    now[0] = 10.0
+    assert breaker.state is State.HALF_OPEN
+    return breaker
+
+
+async def test_pings_close_a_half_open_breaker_without_traffic():
+    database = PingedDatabase(half_open_breaker())
+    await database.try_half_open_breaker()
+    await database.try_half_open_breaker()
+    assert database.breaker.state is State.CLOSED
+    await database.try_half_open_breaker()  # closed: no more pings
+    assert database.pings == 2
+
+
+async def test_a_failed_ping_opens_a_half_open_breaker_again():
+    database = PingedDatabase(half_open_breaker(), psycopg2.OperationalError("connection refused"))
+    await database.try_half_open_breaker()
+    assert database.breaker.state is State.OPEN
