@@ -3,7 +3,7 @@
 Every AUDIT_INTERVAL_SECONDS, and once right after each rebalance (the
 timer's first run is a whole interval away), the last AUDIT_WINDOW_MESSAGES
 offsets below the committed offset of each assigned partition are checked
-against processed_events (see app/audit.py). A failed run logs one line and
+against processed_events (see app/ops/audit.py). A failed run logs one line and
 leaves the last figures in place; `timestamp_audit_last_success_timestamp_seconds`
 then stops advancing, which is what alerts on a broken audit.
 """
@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app import audit, metrics
+from app.ops import audit
+from app.observability import metrics
 from app.main import app, database
 from app.settings import settings
 

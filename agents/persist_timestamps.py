@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from app import faust_fixes
-from app.dead_letters import DeadLetter
-from app.enrichment import ConsumedMessage
+from app.faust_compat import fixes as faust_fixes
+from app.domain.dead_letters import DeadLetter
+from app.domain.batch_plan import ConsumedMessage
 from app.main import app, command_topic, database, dead_letter_topic
-from app.records import SourcePosition, TimestampRecord
+from app.domain.records import SourcePosition, TimestampRecord
 from app.settings import settings
-from app.sink import TimestampSink, WriteBehind
+from app.sink.timestamp_sink import TimestampSink, WriteBehind
 from tables.timestamps import ChangelogBatchWriter, timestamps
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ async def persist_timestamps(stream):
     """Acknowledge a batch only after the sink wrote all of it.
 
     `noack_take` leaves acknowledging to us (the app's stream class never acks
-    on its own, see app/faust_fixes.py), and `sink.write` raises nothing but
+    on its own, see app/faust_compat/fixes.py), and `sink.write` raises nothing but
     cancellation, so no batch is ever acknowledged half done. Batches are
     written behind the loop (WriteBehind), in order, while it collects the next.
     """

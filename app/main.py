@@ -10,14 +10,15 @@ import warnings
 import faust
 from faust.exceptions import AlreadyConfiguredWarning
 
-from app import faust_fixes, metrics
-from app.circuit_breaker import CircuitBreaker
-from app.database import Database
-from app.faust_options import DEAD_LETTER_MAX_BYTES, faust_options, kafka_request_timeout_seconds
-from app.publisher import CommandPublisher
+from app.faust_compat import fixes as faust_fixes
+from app.observability import metrics
+from app.sink.circuit_breaker import CircuitBreaker
+from app.adapters.database import Database
+from app.faust_compat.options import DEAD_LETTER_MAX_BYTES, faust_options, kafka_request_timeout_seconds
+from app.adapters.publisher import CommandPublisher
 from app.settings import settings
-from app.topics import ensure_topic
-from app.tracing import setup_tracing
+from app.adapters.topics import ensure_topic
+from app.observability.tracing import setup_tracing
 
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ KAFKA_REQUEST_TIMEOUT_SECONDS = kafka_request_timeout_seconds(settings)
 COMMAND_TOPIC_CONFIG = {"retention.ms": str(settings.command_topic_retention_ms)}
 DEAD_LETTER_TOPIC_CONFIG = {**COMMAND_TOPIC_CONFIG, "max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
 
-# The settings live in app/faust_options.py, shared with the benchmark's bare agent.
+# The settings live in app/faust_compat/options.py, shared with the benchmark's bare agent.
 app = PipelineApp(settings.app_id, **faust_options(settings))
 setup_tracing(settings.service_name)
 # Faust's own sensors and ours share the default registry, served at /metrics.

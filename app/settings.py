@@ -201,7 +201,7 @@ class Settings:
     @property
     def decode_limits(self):
         """MAX_MESSAGE_BYTES and MAX_JSON_DEPTH, as the command decoder takes them."""
-        from app.commands import DecodeLimits  # settings import nothing else of the app at load
+        from app.domain.commands import DecodeLimits  # settings import nothing else of the app at load
 
         return DecodeLimits(self.max_message_bytes, self.max_json_depth)
 

@@ -4,7 +4,7 @@
         python -m faust -A bench.bare_faust worker --web-port 6099
 
 The floor the project's worker is compared with in `make bench`: the same
-faust-streaming, the same App settings (app/faust_options.py: the manual-ack
+faust-streaming, the same App settings (app/faust_compat/options.py: the manual-ack
 stream, broker and producer settings) and the same Faust fixes, batching like
 the real agent (BATCH_SIZE, BATCH_MAX_WAIT_SECONDS), with Faust's default
 Monitor. It processes nothing: each event of a batch is acknowledged.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import faust
 
-from app import faust_fixes
-from app.faust_options import faust_options
+from app.faust_compat import fixes as faust_fixes
+from app.faust_compat.options import faust_options
 from app.settings import settings
 
 faust_fixes.apply()

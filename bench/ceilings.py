@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from yarl import URL
 
-from app.database import apply_migrations
+from app.adapters.database import apply_migrations
 
 BATCH = 2000
 

@@ -29,7 +29,7 @@ import psycopg2
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.topics import ensure_topic
+from app.adapters.topics import ensure_topic
 from bench.ceilings import drop_database, fresh_database
 from bench.live_worker import worker_env
 from tests.worker_process import Worker

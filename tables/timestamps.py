@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 
-from app import faust_fixes
+from app.faust_compat import fixes as faust_fixes
 from app.main import app
 from app.settings import settings
 

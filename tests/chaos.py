@@ -54,11 +54,11 @@ from aiokafka.partitioner import DefaultPartitioner
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.audit import KafkaView, isolation_level  # noqa: E402
-from app.audit import audit as offset_audit  # noqa: E402
-from app.database import Database  # noqa: E402
-from app.dead_letters import PROCESSING_ERROR, describe, read_dead_letters  # noqa: E402
-from app.topics import ensure_topic  # noqa: E402
+from app.ops.audit import KafkaView, isolation_level  # noqa: E402
+from app.ops.audit import audit as offset_audit  # noqa: E402
+from app.adapters.database import Database  # noqa: E402
+from app.domain.dead_letters import PROCESSING_ERROR, describe, read_dead_letters  # noqa: E402
+from app.adapters.topics import ensure_topic  # noqa: E402
 from tests.worker_process import FaultyWorker, Worker  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("stack", REPO / "deploy/local/stack.py")
@@ -524,7 +524,7 @@ class Chaos:
             "SELECT count(*) FROM timestamp_records WHERE id = ANY(%s::uuid[])", (list(self.failing),))[0][0]
 
     async def audit_offsets(self, report: Report) -> None:
-        """app.audit over the whole topic, once the group committed everything (or a minute passed)."""
+        """app.ops.audit over the whole topic, once the group committed everything (or a minute passed)."""
         partitions = list(range(PARTITIONS))
         tps = [TopicPartition(TOPIC, p) for p in partitions]
         consumer = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, group_id=None, enable_auto_commit=False)

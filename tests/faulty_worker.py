@@ -42,7 +42,7 @@ def should_raise(ids) -> str | None:
 
 def install() -> None:
     if STAGE == "enrich":
-        import app.enrichment as enrichment
+        import app.domain.batch_plan as enrichment
 
         real_enrich = enrichment.enrich
 
@@ -53,7 +53,7 @@ def install() -> None:
 
         enrichment.enrich = enrich
     elif STAGE in ("database", "outage"):
-        from app.database import Database
+        from app.adapters.database import Database
 
         real_persist = Database.persist_batch
 
@@ -77,8 +77,8 @@ def install() -> None:
 
         agent.TableWriter.update = update
     elif STAGE == "escape":
-        from app.commands import decode_command
-        from app.sink import TimestampSink
+        from app.domain.commands import decode_command
+        from app.sink.timestamp_sink import TimestampSink
 
         real_write = TimestampSink.write
 

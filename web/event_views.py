@@ -2,7 +2,7 @@
 
 from faust.web import Request, Response, View
 
-from app.correlation import InvalidCorrelationId, validate_correlation_id
+from app.domain.correlation import InvalidCorrelationId, validate_correlation_id
 from app.main import app, database
 from web.middleware import json_error
 

@@ -6,8 +6,8 @@ import asyncio
 
 from faust.web import Request, Response, View
 
-from app import faust_fixes
-from app.circuit_breaker import State
+from app.faust_compat import fixes as faust_fixes
+from app.sink.circuit_breaker import State
 from app.main import app, database
 
 CHECK_TIMEOUT_SECONDS = 2.0

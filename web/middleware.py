@@ -12,11 +12,12 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from app import auth, metrics
-from app.correlation import HTTP_HEADERS, InvalidCorrelationId, new_correlation_id, validate_correlation_id
-from app.logs import log_context
+from web import auth
+from app.observability import metrics
+from app.domain.correlation import HTTP_HEADERS, InvalidCorrelationId, new_correlation_id, validate_correlation_id
+from app.observability.logs import log_context
 from app.settings import SettingsError, settings
-from app.tracing import tracer
+from app.observability.tracing import tracer
 
 log = logging.getLogger(__name__)
 try:

@@ -13,14 +13,15 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 from opentelemetry.trace import SpanKind
 
-from app import idempotency, metrics
-from app.commands import encode_command
-from app.logs import correlation_id
+from app.domain import idempotency
+from app.observability import metrics
+from app.domain.commands import encode_command
+from app.observability.logs import correlation_id
 from app.main import app, command_publisher, command_topic, database
-from app.publisher import PublisherOverloaded
+from app.adapters.publisher import PublisherOverloaded
 from app.settings import settings
-from app.timestamps import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
-from app.tracing import inject_headers, tracer
+from app.domain.rfc3339 import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
+from app.observability.tracing import inject_headers, tracer
 from tables.timestamps import timestamps
 from web.middleware import json_error, overloaded
 

@@ -352,7 +352,7 @@ def test_rules_reference_metrics_the_code_defines(everything):
     rendered_rules = tools.CHART / "files" / "prometheus-rules.yml"
     referenced = set().union(*(metric_names(expr) for expr in rule_expressions(rendered_rules)))
     assert referenced, "no metric names found in the rules"
-    assert referenced <= defined, f"rules use metrics app/metrics.py does not define: {referenced - defined}"
+    assert referenced <= defined, f"rules use metrics app/observability/metrics.py does not define: {referenced - defined}"
 
 
 def test_packaged_chart_carries_the_rules_and_a_linkless_checkout_fails_loudly(tmp_path):

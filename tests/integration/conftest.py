@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yarl import URL
 
-from app.topics import ensure_topic, topic_partitions
+from app.adapters.topics import ensure_topic, topic_partitions
 from tests.worker_process import FaultyWorker, Worker
 
 pytestmark = pytest.mark.integration

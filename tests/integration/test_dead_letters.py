@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 
-from app.dead_letters import describe, read_dead_letters
+from app.domain.dead_letters import describe, read_dead_letters
 from tests.integration.conftest import wait_until
 from tests.worker_process import REPO
 
@@ -72,7 +72,7 @@ async def test_invalid_messages_are_dead_lettered_and_can_be_republished(workers
 
 async def test_a_dead_letter_the_broker_refuses_is_sent_without_its_value(workers, namespace, producer,
                                                                            bootstrap_servers):
-    from app.topics import ensure_topic
+    from app.adapters.topics import ensure_topic
 
     dlq = f"{namespace.topic}.dlq"
     await namespace.create_topic()

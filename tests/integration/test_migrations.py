@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 import pytest
 
-from app.database import MIGRATIONS_DIR, apply_migrations
+from app.adapters.database import MIGRATIONS_DIR, apply_migrations
 
 VERSIONS = sorted(path.stem for path in MIGRATIONS_DIR.glob("*.sql") if not path.stem.endswith(".rollback"))
 

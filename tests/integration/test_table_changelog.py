@@ -8,7 +8,7 @@ import json
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from app.topics import topic_partitions
+from app.adapters.topics import topic_partitions
 from tests.integration.conftest import wait_until
 
 

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from app import metrics
-from app.audit import (
+from app.observability import metrics
+from app.ops.audit import (
     AuditError, AuditReport, KafkaView, PartitionAudit, append_offset, gaps, isolation_level, missing_ranges, runs,
     window,
 )

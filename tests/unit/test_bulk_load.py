@@ -8,13 +8,13 @@ from datetime import datetime, timezone
 import psycopg2
 from aiokafka import TopicPartition
 
-from app import bulk_load
-from app.__main__ import BULK_BATCH_SIZE, BULK_CONNECTIONS
-from app.commands import encode_command
-from app.enrichment import ConsumedMessage, plan_batch
-from app.records import SourcePosition
-from app.replay import BULK_BATCH_SIZE as REPLAY_BATCH_SIZE, BULK_CONNECTIONS as REPLAY_CONNECTIONS
-from app.sink import TimestampSink, no_dead_letters, no_table
+from app.ops import bulk_load
+from app.ops.cli import BULK_BATCH_SIZE, BULK_CONNECTIONS
+from app.domain.commands import encode_command
+from app.domain.batch_plan import ConsumedMessage, plan_batch
+from app.domain.records import SourcePosition
+from app.ops.replay import BULK_BATCH_SIZE as REPLAY_BATCH_SIZE, BULK_CONNECTIONS as REPLAY_CONNECTIONS
+from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
 from tests.unit.test_sink import FakeDatabase
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=timezone.utc)

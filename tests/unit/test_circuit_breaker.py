@@ -1,7 +1,7 @@
 import psycopg2
 
-from app.circuit_breaker import CircuitBreaker, State
-from app.database import Database
+from app.sink.circuit_breaker import CircuitBreaker, State
+from app.adapters.database import Database
 
 
 class Clock:

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from app.commands import InvalidCommand, decode_command, encode_command
+from app.domain.commands import InvalidCommand, decode_command, encode_command
 
 UTC = timezone.utc
 COMMAND_ID = uuid.UUID("add1f52d-7c56-4c9f-b319-1a266c355f6b")
@@ -62,7 +62,7 @@ def test_invalid_messages_are_rejected_with_a_reason(value, reason):
     (b'{"command_id": "' + b"x" * 2000 + b'"}', 1000, "2018 bytes, more than the 1000 allowed"),
 ])
 def test_decoding_is_bounded(value, max_bytes, reason):
-    from app.commands import DecodeLimits
+    from app.domain.commands import DecodeLimits
 
     with pytest.raises(InvalidCommand, match=reason):
         decode_command(value, limits=DecodeLimits(max_bytes=max_bytes, max_depth=32))

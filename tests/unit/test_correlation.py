@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from app.correlation import InvalidCorrelationId, from_kafka_headers, new_correlation_id, validate_correlation_id
+from app.domain.correlation import InvalidCorrelationId, from_kafka_headers, new_correlation_id, validate_correlation_id
 
 
 @pytest.mark.parametrize("value", [

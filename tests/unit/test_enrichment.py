@@ -5,10 +5,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from app.commands import encode_command
-from app.enrichment import ConsumedMessage, plan_batch
-from app.records import SourcePosition, TimestampRecord
-from app.timestamps import parse_rfc3339, utc_now
+from app.domain.commands import encode_command
+from app.domain.batch_plan import ConsumedMessage, plan_batch
+from app.domain.records import SourcePosition, TimestampRecord
+from app.domain.rfc3339 import parse_rfc3339, utc_now
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -84,7 +84,7 @@ def test_malformed_correlation_header_is_dropped_not_trusted():
 
 
 def test_dead_letter_keeps_key_value_and_names_reason_and_origin():
-    from app.dead_letters import dead_letter, describe
+    from app.domain.dead_letters import dead_letter, describe
 
     corr = f"ING:{uuid.uuid4()}"
     raw = ConsumedMessage(SourcePosition("timestamp.command.v1", 3, 9), b"nope", [("correlation_id", corr.encode())],

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from intervaltree import IntervalTree
 
-from app import faust_fixes
+from app.faust_compat import fixes as faust_fixes
 
 TP = ("t", 6)
 

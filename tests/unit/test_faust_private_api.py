@@ -8,10 +8,10 @@ from pathlib import Path
 import faust
 import pytest
 
-from app import faust_fixes
+from app.faust_compat import fixes as faust_fixes
 
 REPO = Path(__file__).resolve().parents[2]
-ADAPTER = REPO / "app" / "faust_fixes.py"
+ADAPTER = REPO / "app" / "faust_compat" / "fixes.py"
 # A private attribute of a Faust object: the app, its consumer/producer/monitor/router,
 # a stream, event, table or store.
 PRIVATE_FAUST_ACCESS = re.compile(
@@ -28,7 +28,7 @@ def test_no_module_but_the_adapter_reads_private_faust_attributes():
             for number, line in enumerate(path.read_text().splitlines(), 1):
                 if PRIVATE_FAUST_ACCESS.search(line):
                     offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
-    assert offenders == [], "private Faust attributes outside app/faust_fixes.py"
+    assert offenders == [], "private Faust attributes outside app/faust_compat/fixes.py"
 
 
 def test_the_private_state_the_adapter_reads_exists_in_the_installed_faust():

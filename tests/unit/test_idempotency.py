@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from app.idempotency import InvalidIdempotencyKey, command_id_for
+from app.domain.idempotency import InvalidIdempotencyKey, command_id_for
 
 
 def test_same_key_same_id_and_different_keys_differ():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.correlation import InvalidCorrelationId, validate_correlation_id
-from app.idempotency import InvalidIdempotencyKey, command_id_for
-from app.timestamps import InvalidTimestamp, parse_rfc3339
+from app.domain.correlation import InvalidCorrelationId, validate_correlation_id
+from app.domain.idempotency import InvalidIdempotencyKey, command_id_for
+from app.domain.rfc3339 import InvalidTimestamp, parse_rfc3339
 
 DOCUMENT = json.loads((Path(__file__).resolve().parents[2] / "web" / "openapi.json").read_text())
 COMPONENTS = DOCUMENT["components"]

@@ -15,7 +15,7 @@ import time
 import pytest
 from aiohttp import web
 
-from app import metrics
+from app.observability import metrics
 from web import middleware
 from web.middleware import WEB_APPLICATION_OPTIONS
 from tests.unit.local_server import served

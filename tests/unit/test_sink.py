@@ -9,13 +9,13 @@ import psycopg2
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
-from app.commands import encode_command
-from app.dead_letters import describe
-from app.enrichment import ConsumedMessage
-from app.faust_fixes import ManualAckStream
-from app.records import SourcePosition
-from app.sink import TimestampSink
-from app.timestamps import utc_now
+from app.domain.commands import encode_command
+from app.domain.dead_letters import describe
+from app.domain.batch_plan import ConsumedMessage
+from app.faust_compat.fixes import ManualAckStream
+from app.domain.records import SourcePosition
+from app.sink.timestamp_sink import TimestampSink
+from app.domain.rfc3339 import utc_now
 
 
 class FakeDatabase:
@@ -46,7 +46,7 @@ def messages(count: int) -> list[ConsumedMessage]:
 
 
 def command_id(message: ConsumedMessage) -> uuid.UUID:
-    from app.commands import decode_command
+    from app.domain.commands import decode_command
 
     return decode_command(message.value).command_id
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from app.database import MIGRATIONS_DIR
-from app.records import Status
+from app.adapters.database import MIGRATIONS_DIR
+from app.domain.records import Status
 
 
 def latest_status_check() -> set[str]:

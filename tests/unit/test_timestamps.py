@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from app.timestamps import InvalidTimestamp, format_rfc3339, parse_rfc3339
+from app.domain.rfc3339 import InvalidTimestamp, format_rfc3339, parse_rfc3339
 
 UTC = timezone.utc
 

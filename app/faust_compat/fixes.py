@@ -156,7 +156,7 @@ def check_faust_version(version: str = faust.__version__) -> None:
     """Refuse to start on a Faust the fixes were not written for: they patch its internals."""
     if not version.startswith(SUPPORTED_FAUST):
         raise RuntimeError(
-            f"faust-streaming {version} is installed, but app/faust_fixes.py was written for {SUPPORTED_FAUST}x: "
+            f"faust-streaming {version} is installed, but app/faust_compat/fixes.py was written for {SUPPORTED_FAUST}x: "
             "re-check each fix against the new release (and its tests) before changing SUPPORTED_FAUST"
         )
 

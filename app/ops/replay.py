@@ -2,7 +2,7 @@
 
 The replay reads with explicit partition assignment and no consumer group, so
 it never moves the live group's offsets. `replay` writes the live path's rows
-with the bulk loader (app/bulk_load.py: COPY into a staging table, partition
+with the bulk loader (app/ops/bulk_load.py: COPY into a staging table, partition
 groups in parallel); `replay_ranges` (the audit's repair) writes through the
 live path's sink. Both are idempotent: a second run changes nothing.
 """
@@ -20,14 +20,14 @@ from tqdm import tqdm
 
 import contextlib
 
-from app import bulk_load
-from app.commands import DecodeLimits
-from app.database import Database
-from app.enrichment import ConsumedMessage
-from app.records import SourcePosition
-from app.sink import TimestampSink, no_dead_letters, no_table
-from app.timestamps import InvalidTimestamp, parse_rfc3339
-from app.topics import topic_partitions
+from app.ops import bulk_load
+from app.domain.commands import DecodeLimits
+from app.adapters.database import Database
+from app.domain.batch_plan import ConsumedMessage
+from app.domain.records import SourcePosition
+from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
+from app.domain.rfc3339 import InvalidTimestamp, parse_rfc3339
+from app.adapters.topics import topic_partitions
 
 log = logging.getLogger(__name__)
 

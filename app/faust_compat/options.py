@@ -7,14 +7,14 @@ so the two are compared like for like.
 
 from __future__ import annotations
 
-from app import faust_fixes
-from app.logs import logging_config
+from app.faust_compat import fixes as faust_fixes
+from app.observability.logs import logging_config
 from app.settings import Settings
 from web.middleware import WEB_APPLICATION_OPTIONS
 
 # A dead letter is its message plus headers, so it may exceed the broker's
 # default limit that the message itself met; room for that, and a producer that
-# may send it. (A letter refused anyway is sent without its value, app/sink.py.)
+# may send it. (A letter refused anyway is sent without its value, app/sink/timestamp_sink.py.)
 DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
 
 
@@ -33,14 +33,14 @@ def faust_options(settings: Settings) -> dict:
         topic_partitions=settings.command_topic_partitions,
         topic_replication_factor=settings.kafka_replication_factor,
         # acks=all for what Faust produces (changelog, dead letters); HTTP commands
-        # have their own producer (app/publisher.py).
+        # have their own producer (app/adapters/publisher.py).
         producer_acks=-1,
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
         producer_request_timeout=kafka_request_timeout_seconds(settings),
         producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,
         web_in_thread=False,
-        # Acks only from the agent, after the commit (app/faust_fixes.py, fix 0).
+        # Acks only from the agent, after the commit (app/faust_compat/fixes.py, fix 0).
         Stream=faust_fixes.ManualAckStream,
         # Do not wait at a rebalance or shutdown for messages that started
         # processing: they are read again by the next owner, and writes are

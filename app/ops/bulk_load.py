@@ -45,13 +45,13 @@ from psycopg2 import sql
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
-from app.commands import DecodeLimits
-from app.database import is_transient
-from app.dead_letters import dead_letter
-from app.enrichment import BatchPlan, ConsumedMessage, plan_batch
-from app.records import SourcePosition, Status
-from app.sink import TimestampSink, _log_skipped
-from app.timestamps import utc_now
+from app.domain.commands import DecodeLimits
+from app.adapters.database import is_transient
+from app.domain.dead_letters import dead_letter
+from app.domain.batch_plan import BatchPlan, ConsumedMessage, plan_batch
+from app.domain.records import SourcePosition, Status
+from app.sink.timestamp_sink import TimestampSink, _log_skipped
+from app.domain.rfc3339 import utc_now
 
 log = logging.getLogger(__name__)
 

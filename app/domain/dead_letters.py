@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.enrichment import ConsumedMessage, describe_error
-from app.records import ProcessedEvent
+from app.domain.batch_plan import ConsumedMessage, describe_error
+from app.domain.records import ProcessedEvent
 
 REASON = "dlq.reason"
 ERROR_TYPE = "dlq.error.type"
@@ -63,7 +63,7 @@ async def read_dead_letters(bootstrap_servers: str, topic: str) -> list:
     """Every record of the dead-letter topic, oldest first per partition."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from app.topics import topic_partitions
+    from app.adapters.topics import topic_partitions
 
     partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)]
     if not partitions:

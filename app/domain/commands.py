@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.records import TimestampCommand
-from app.timestamps import InvalidTimestamp, format_rfc3339, parse_rfc3339
+from app.domain.records import TimestampCommand
+from app.domain.rfc3339 import InvalidTimestamp, format_rfc3339, parse_rfc3339
 
 
 class InvalidCommand(ValueError):

@@ -14,16 +14,16 @@ import psycopg2.errors
 import psycopg2.extras
 from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, wait_exponential
 
-from app import metrics
-from app.circuit_breaker import CircuitBreaker
-from app.circuit_breaker import State as BreakerState
-from app.enrichment import BatchPlan
-from app.records import ProcessedEvent, SourcePosition, Status, TimestampRecord
+from app.observability import metrics
+from app.sink.circuit_breaker import CircuitBreaker
+from app.sink.circuit_breaker import State as BreakerState
+from app.domain.batch_plan import BatchPlan
+from app.domain.records import ProcessedEvent, SourcePosition, Status, TimestampRecord
 
 log = logging.getLogger(__name__)
 psycopg2.extras.register_uuid()
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parents[1] / "migrations"
 _RECORD_COLUMNS = (
     "id, event_timestamp, created_at, received_at, processed_at, correlation_id, "
     "source_topic, source_partition, source_offset"

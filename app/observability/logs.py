@@ -73,13 +73,13 @@ def resolve_format(log_format: str, stream=sys.stderr) -> str:
 def logging_config(log_format: str, level: str, service: str) -> dict:
     """A dictConfig for the worker (Faust applies it at start-up) and the CLI."""
     formatter = (
-        {"()": "app.logs.JsonFormatter"} if resolve_format(log_format) == "json"
+        {"()": "app.observability.logs.JsonFormatter"} if resolve_format(log_format) == "json"
         else {"format": TEXT_FORMAT}
     )
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": "app.logs.ContextFilter", "service": service}},
+        "filters": {"context": {"()": "app.observability.logs.ContextFilter", "service": service}},
         "formatters": {"default": formatter},
         "handlers": {
             "default": {

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import IO
 
-from app.logs import resolve_format
+from app.observability.logs import resolve_format
 from app.settings import Settings
 
 STOP_MARGIN_SECONDS = 10.0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from app.timestamps import format_rfc3339
+from app.domain.rfc3339 import format_rfc3339
 
 
 @dataclass(frozen=True)
