@@ -233,4 +233,10 @@ class Settings:
 # One entry per environment variable, in the order of the fields (and of docs/configuration.md).
 SETTINGS: dict[str, Setting] = {f.name.upper(): Setting(f.name.upper(), **f.metadata) for f in fields(Settings)}
 
-settings = Settings.from_env()
+
+def __getattr__(name: str) -> Settings:
+    """`settings`, read from the environment on first use, so that importing SettingsError cannot raise it."""
+    if name != "settings":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["settings"] = loaded = Settings.from_env()
+    return loaded
