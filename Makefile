@@ -10,7 +10,7 @@ WEB_HOST ?= 127.0.0.1
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock stack-up stack-down stack-status migrate run worker test unit bench chaos clean
+.PHONY: help venv lock docs stack-up stack-down stack-status migrate run worker test unit bench chaos clean
 
 help:
 	@echo "make run         start Kafka + PostgreSQL, migrate, run one worker on :$(WEB_PORT)"
@@ -19,6 +19,7 @@ help:
 	@echo "make worker WEB_PORT=6067   one more worker in the same consumer group"
 	@echo "make bench EVENTS=200000     the live path (workers, bare Faust, raw ceilings, replay, HTTP load) in one run"
 	@echo "make chaos CHAOS_EVENTS=100000  faults under load, then an audit of lost/doubled events"
+	@echo "make docs        regenerate the table of settings in docs/configuration.md from app/settings.py"
 	@echo "make stack-up | stack-down | stack-status | migrate | unit | lock | clean"
 
 venv: $(VENV)/.installed
@@ -32,6 +33,10 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 lock: $(VENV)/.installed-bench
 	{ head -2 requirements.lock; $(PY) -m pip freeze --exclude-editable; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+
+# The table of docs/configuration.md is generated from app/settings.py (tests/unit/test_docs.py checks it).
+docs: venv
+	$(PY) -m app.settings_docs
 
 stack-up: venv
 	$(STACK) up

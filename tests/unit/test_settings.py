@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from app.settings import Settings, SettingsError
@@ -38,3 +42,10 @@ def test_bad_values_name_the_variable(env, name):
 def test_max_in_flight_publishes():
     assert Settings.from_env({}).max_in_flight_publishes == 100
     assert Settings.from_env({"MAX_IN_FLIGHT_PUBLISHES": "7"}).max_in_flight_publishes == 7
+
+
+def test_a_bad_value_is_a_configuration_error_of_the_cli():
+    env = {**os.environ, "BATCH_SIZE": "0"}
+    result = subprocess.run([sys.executable, "-m", "app", "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == "configuration error: BATCH_SIZE='0': must be a positive integer\n"
