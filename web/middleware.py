@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from web import auth
 from app.observability import metrics
 from app.domain.correlation import HTTP_HEADERS, InvalidCorrelationId, new_correlation_id, validate_correlation_id
-from app.observability.logs import log_context
+from app.domain.correlation import log_context
 from app.settings import SettingsError, settings
 from app.observability.tracing import tracer
 

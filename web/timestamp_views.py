@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from app.domain import idempotency
 from app.observability import metrics
 from app.domain.commands import encode_command
-from app.observability.logs import correlation_id
+from app.domain.correlation import correlation_id
 from app.main import app, command_publisher, command_topic, database
 from app.adapters.publisher import PublisherOverloaded
 from app.settings import settings

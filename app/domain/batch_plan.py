@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable
 
-from app.domain.commands import DecodeLimits, InvalidCommand, decode_command
+from app.domain.commands import DecodeLimits, InvalidCommand, TimestampCommand, decode_command
 from app.domain.correlation import from_kafka_headers
-from app.domain.records import ProcessedEvent, SourcePosition, Status, TimestampCommand, TimestampRecord
+from app.domain.records import ProcessedEvent, SourcePosition, Status, TimestampRecord
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.domain.records import TimestampCommand
 from app.domain.rfc3339 import InvalidTimestamp, format_rfc3339, parse_rfc3339
+
+
+@dataclass(frozen=True)
+class TimestampCommand:
+    """A validated command from the command topic."""
+
+    command_id: uuid.UUID
+    event_timestamp: datetime  # aware, UTC
+    received_at: datetime | None = None  # absent in messages of other producers
+    correlation_id: str | None = None
 
 
 class InvalidCommand(ValueError):

@@ -1,9 +1,16 @@
-"""Correlation ids: `<SVC>:<uuid>` (e.g. `ING:...`) or a bare UUID, at most 100 characters."""
+"""Correlation ids: `<SVC>:<uuid>` (e.g. `ING:...`) or a bare UUID, at most 100 characters.
+
+The id of the request or event at hand is a context variable, so that every
+log line written while handling it carries it (app/observability/logs.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 import uuid
+from typing import Iterator
 
 MAX_LENGTH = 100
 HTTP_HEADERS = ("X-Correlation-ID", "correlationId", "X-Request-ID")
@@ -41,3 +48,18 @@ def from_kafka_headers(headers: object) -> str | None:
             except (UnicodeDecodeError, InvalidCorrelationId):
                 return None
     return None
+
+
+correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
+event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
+
+
+@contextlib.contextmanager
+def log_context(correlation: str | None, event: str | None = None) -> Iterator[None]:
+    """Within the block, log lines carry this correlation id (and event id)."""
+    tokens = (correlation_id.set(correlation), event_id.set(event))
+    try:
+        yield
+    finally:
+        correlation_id.reset(tokens[0])
+        event_id.reset(tokens[1])

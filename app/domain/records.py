@@ -12,16 +12,6 @@ from app.domain.rfc3339 import format_rfc3339
 
 
 @dataclass(frozen=True)
-class TimestampCommand:
-    """A validated command from the command topic."""
-
-    command_id: uuid.UUID
-    event_timestamp: datetime  # aware, UTC
-    received_at: datetime | None = None  # absent in messages of other producers
-    correlation_id: str | None = None
-
-
-@dataclass(frozen=True)
 class SourcePosition:
     """Where in Kafka an event was read."""
 

@@ -6,30 +6,15 @@ LOG_FORMAT=json gives one ECS JSON object per line (via ecs-logging).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import sys
-from typing import Iterator
 
 import ecs_logging
 from opentelemetry import trace
 
-correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
-event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
+from app.domain.correlation import correlation_id, event_id
 
 TEXT_FORMAT = "[%(levelname)s] [corr_id=%(corr_id)s] %(service_name)s - %(message)s"
-
-
-@contextlib.contextmanager
-def log_context(correlation: str | None, event: str | None = None) -> Iterator[None]:
-    """Within the block, log lines carry this correlation id (and event id)."""
-    tokens = (correlation_id.set(correlation), event_id.set(event))
-    try:
-        yield
-    finally:
-        correlation_id.reset(tokens[0])
-        event_id.reset(tokens[1])
 
 
 class ContextFilter(logging.Filter):

@@ -33,7 +33,7 @@ from app.domain.commands import DecodeLimits
 from app.adapters.database import Database
 from app.domain.dead_letters import DeadLetter, dead_letter
 from app.domain.batch_plan import BatchPlan, ConsumedMessage, failed_event, plan_batch, unique_positions
-from app.observability.logs import log_context
+from app.domain.correlation import log_context
 from app.domain.records import Status, TimestampRecord
 from app.domain.rfc3339 import utc_now
 from app.observability.tracing import database_write_span, start_processing_spans
