@@ -9,7 +9,8 @@ query with what a live worker's /metrics exposes:
 Histogram series (`_bucket`, `_sum`, `_count`) are reduced to the base name
 (`timestamp_end_to_end_latency_seconds`); recording-rule names (with ':'),
 PromQL functions and keywords, label names and `up` are left out.
-Pure Python, standard library only (no PyYAML in the project).
+The rules are read with PyYAML, an exposition with prometheus_client's parser;
+PromQL has no Python parser, so expressions are scanned with regular expressions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import json
 import re
 from pathlib import Path
 from typing import Iterator
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
@@ -53,48 +57,16 @@ def metric_names(expr: str) -> set[str]:
         name, call = match.group(1), match.group(2)
         if call or name.lower() in KEYWORDS or ":" in name or name in SYNTHETIC:
             continue
-        for suffix in HISTOGRAM_SUFFIXES:
-            if name.endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        names.add(name)
+        names.add(_base_name(name))
     return names
 
 
-def _unquote(value: str) -> str:
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] == "'":
-        return value[1:-1].replace("''", "'")
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return json.loads(value)
-    return re.sub(r"\s+#.*$", "", value)  # plain scalar: drop a trailing comment
-
-
-def rule_expressions(path: Path = RULES) -> list[str]:
-    """The `expr` of every recording and alerting rule of a rules file.
-
-    A small reader for the YAML this file uses: `expr:` with a plain, quoted,
-    or block (`|`, `>`) scalar, possibly continued on more-indented lines.
-    """
-    lines = path.read_text().splitlines()
-    exprs = []
-    i = 0
-    while i < len(lines):
-        match = re.match(r"^(\s*(?:-\s+)?)expr:\s*(.*)$", lines[i])
-        i += 1
-        if not match:
-            continue
-        key_column = len(match.group(1))
-        head = match.group(2).strip()
-        body = []
-        while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > key_column):
-            body.append(lines[i].strip())
-            i += 1
-        if head[:1] in ("|", ">"):
-            exprs.append("\n".join(body).strip())
-        else:
-            exprs.append(_unquote(" ".join([head, *body])))
-    return exprs
+def _base_name(name: str) -> str:
+    """A histogram's or summary's series name without `_bucket`, `_sum` or `_count`."""
+    for suffix in HISTOGRAM_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _walk(node) -> Iterator[dict]:
@@ -105,6 +77,15 @@ def _walk(node) -> Iterator[dict]:
     elif isinstance(node, list):
         for value in node:
             yield from _walk(value)
+
+
+def rule_expressions(path: Path = RULES) -> list[str]:
+    """The `expr` of every recording and alerting rule of a rules file, in file order.
+
+    Every `expr` key of the YAML document counts, wherever it is (in a rules file:
+    groups[].rules[].expr); each value without surrounding whitespace.
+    """
+    return [str(node["expr"]).strip() for node in _walk(yaml.safe_load(path.read_text())) if "expr" in node]
 
 
 def dashboard_expressions(path: Path = DASHBOARD) -> list[str]:
@@ -136,26 +117,16 @@ def referenced_metric_names(rules: Path = RULES, dashboard: Path = DASHBOARD) ->
 def exposed_metric_names(exposition: str) -> set[str]:
     """Base metric names in a Prometheus text exposition (a /metrics body).
 
-    Reads `# TYPE` lines as well as samples, so a labelled counter that has
-    not counted anything yet (no sample, only HELP/TYPE) still counts as
-    exposed; `_bucket/_sum/_count` are stripped like in metric_names().
+    Names come from `# TYPE` (and `# HELP`) lines as well as samples, so a labelled
+    counter that has not counted anything yet (no sample, only HELP/TYPE) still
+    counts as exposed; `_bucket/_sum/_count` are stripped like in metric_names().
     """
     names = set()
-    for line in exposition.splitlines():
-        line = line.strip()
-        if line.startswith("# TYPE "):
-            parts = line.split()
-            name = parts[2] if len(parts) > 2 else ""
-        elif line and not line.startswith("#"):
-            name = re.split(r"[\s{]", line, maxsplit=1)[0]
-        else:
-            continue
-        for suffix in HISTOGRAM_SUFFIXES:
-            if name.endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        if name:
-            names.add(name)
+    for family in text_string_to_metric_families(exposition):
+        # The parser names a counter family without its `_total` (OpenMetrics' way);
+        # prometheus_client's exposition, which this reads, declares it with.
+        declared = f"{family.name}_total" if family.type == "counter" else family.name
+        names |= {_base_name(name) for name in (declared, *(sample.name for sample in family.samples))}
     return names
 
 
