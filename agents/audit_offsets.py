@@ -15,7 +15,8 @@ import logging
 
 from app.ops import audit
 from app.observability import metrics
-from app.main import app, database
+from app.main import app
+from app.services import database
 from app.settings import settings
 
 log = logging.getLogger(__name__)

@@ -66,16 +66,16 @@ def install() -> None:
 
         Database.persist_batch = persist_batch
     elif STAGE == "table":
-        import agents.persist_timestamps as agent
+        from tables.timestamps_by_id import TimestampTableWriter
 
-        real_update = agent.TableWriter.update
+        real_update = TimestampTableWriter.update
 
         async def update(self, records, inserted):
             if should_raise([r.id for r in records]):
                 raise RuntimeError("injected fault in the table update")
             return await real_update(self, records, inserted)
 
-        agent.TableWriter.update = update
+        TimestampTableWriter.update = update
     elif STAGE == "escape":
         from app.domain.commands import decode_command
         from app.sink.timestamp_sink import TimestampSink

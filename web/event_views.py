@@ -3,7 +3,8 @@
 from faust.web import Request, Response, View
 
 from app.domain.correlation import InvalidCorrelationId, validate_correlation_id
-from app.main import app, database
+from app.main import app
+from app.services import database
 from web.middleware import json_error
 
 

@@ -8,7 +8,8 @@ from faust.web import Request, Response, View
 
 from app.faust_compat import fixes as faust_fixes
 from app.sink.circuit_breaker import State
-from app.main import app, database
+from app.main import app
+from app.services import database, database_breaker
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -47,8 +48,8 @@ async def _table_recovery() -> None:
 
 
 async def _circuit_breaker() -> None:
-    if database.breaker.state is State.OPEN:
-        raise RuntimeError(f"PostgreSQL circuit breaker open; trial in {database.breaker.seconds_until_trial():.0f} s")
+    if database_breaker.state is State.OPEN:
+        raise RuntimeError(f"PostgreSQL circuit breaker open; trial in {database_breaker.seconds_until_trial():.0f} s")
 
 
 @app.page("/health/ready")

@@ -17,12 +17,13 @@ from app.domain import idempotency
 from app.observability import metrics
 from app.domain.commands import encode_command
 from app.domain.correlation import correlation_id
-from app.main import app, command_publisher, command_topic, database
+from app.main import app, command_topic
+from app.services import command_publisher, database
 from app.adapters.publisher import PublisherOverloaded
 from app.settings import settings
 from app.domain.rfc3339 import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
 from app.observability.tracing import inject_headers, tracer
-from tables.timestamps import timestamps
+from tables.timestamps_by_id import timestamps_by_id
 from web.middleware import json_error, overloaded
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ async def _send(command_id: uuid.UUID, value: bytes):
 
 async def find_record(command_id: str) -> bytes | None:
     """The record's JSON: from the table when this worker has it, else from PostgreSQL."""
-    view = timestamps.get(command_id.encode())
+    view = timestamps_by_id.get(command_id.encode())
     if view is None:
         record = await database.fetch_record(uuid.UUID(command_id))
         view = record.as_json() if record else None
@@ -118,7 +119,7 @@ class TimestampView(View):
             key = command_id.encode()
             try:
                 if not _owned_here(key):
-                    return await app.router.route_req(timestamps.name, key, self.web, _routed(request))
+                    return await app.router.route_req(timestamps_by_id.name, key, self.web, _routed(request))
             except SameNode:
                 pass
             except (KeyError, ServiceUnavailable, TypeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -135,7 +136,7 @@ class TimestampView(View):
 def _owned_here(key: bytes) -> bool:
     """Whether this worker owns the key's table partition (most GETs on one worker): then the
     request is answered here without being cloned for forwarding."""
-    owner, here = app.router.key_store(timestamps.name, key), app.conf.canonical_url
+    owner, here = app.router.key_store(timestamps_by_id.name, key), app.conf.canonical_url
     return (owner.host, owner.port) == (here.host, here.port)
 
 

@@ -1,4 +1,7 @@
-"""PostgreSQL access: pool, migrations, batch writes and look-ups."""
+"""PostgreSQL access: pool, migrations, batch writes and look-ups; SQL only.
+
+Retries and the circuit breaker are the write policy's (app/sink/).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,7 @@ import aiopg
 import psycopg2
 import psycopg2.errors
 import psycopg2.extras
-from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, wait_exponential
 
-from app.observability import metrics
-from app.sink.circuit_breaker import CircuitBreaker
-from app.sink.circuit_breaker import State as BreakerState
 from app.domain.batch_plan import BatchPlan
 from app.domain.records import ProcessedEvent, SourcePosition, Status, TimestampRecord
 
@@ -82,15 +81,6 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
-def _log_retry(state) -> None:
-    metrics.db_write_failures.inc()
-    log.warning("Batch write failed (attempt %d), retrying: %r", state.attempt_number, state.outcome.exception())
-
-
-def _log_migration_retry(state) -> None:
-    log.warning("Database migrations failed (attempt %d), retrying: %r", state.attempt_number, state.outcome.exception())
-
-
 def apply_migrations(database_url: str) -> list[str]:
     """Apply pending migrations under yoyo's lock; safe when workers start together."""
     from yoyo import get_backend, read_migrations
@@ -123,13 +113,10 @@ def _record_from_row(row: tuple) -> TimestampRecord:
 class Database:
     """A lazily created aiopg pool and the statements the service runs."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 10.0,
-                 retry_max_seconds: float = 30.0, breaker: CircuitBreaker | None = None) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 10.0) -> None:
         self.url = url
-        self.breaker = breaker or CircuitBreaker()
         self.pool_size = pool_size
         self.timeout = timeout
-        self.retry_max_seconds = retry_max_seconds
         self._pool: aiopg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._migrated = False
@@ -150,16 +137,6 @@ class Database:
             if applied:
                 log.info("Applied database migrations: %s", ", ".join(applied))
             self._migrated = True
-
-    async def migrate_when_reachable(self) -> None:
-        """migrate(), retried with back-off until PostgreSQL answers (a worker starts without it)."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(Exception),
-            wait=wait_exponential(multiplier=0.5, max=self.retry_max_seconds),
-            before_sleep=_log_migration_retry,
-        ):
-            with attempt:
-                await self.migrate()
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -201,54 +178,6 @@ class Database:
                 "persisted": Status.PERSISTED, "duplicate": Status.DUPLICATE,
             })
             return dict(await cur.fetchall())
-
-    async def persist_batch_with_retry(self, plan: BatchPlan) -> dict[uuid.UUID, datetime]:
-        """persist_batch, retried with exponential back-off while the error is transient.
-
-        While the circuit breaker is open no attempt is made: the caller (the
-        agent) simply waits, consuming and acknowledging nothing, until the
-        half-open trial.
-        """
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait_exponential(multiplier=0.1, max=self.retry_max_seconds),
-            before_sleep=_log_retry,
-            reraise=True,
-        ):
-            with attempt:
-                await self._wait_for_breaker()
-                try:
-                    inserted = await self.persist_batch(plan)
-                except Exception as exc:
-                    if is_transient(exc):
-                        self.breaker.record_failure()
-                    raise
-                self.breaker.record_success()
-                return inserted
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _wait_for_breaker(self) -> None:
-        delay = self.breaker.seconds_until_trial()
-        if delay:
-            log.warning("PostgreSQL circuit breaker is open; next trial in %.0f s", delay)
-        while (delay := self.breaker.seconds_until_trial()) > 0:
-            await asyncio.sleep(min(delay, 1.0))
-
-    async def try_half_open_breaker(self) -> None:
-        """A ping as the half-open breaker's trial, so that it closes (or opens again) without traffic.
-
-        Writes are the usual trials; with nothing to write, a breaker would stay
-        half-open until the next batch came.
-        """
-        if self.breaker.state is not BreakerState.HALF_OPEN:
-            return
-        try:
-            await self.ping()
-        except Exception as exc:
-            if is_transient(exc):
-                self.breaker.record_failure()
-            return
-        self.breaker.record_success()
 
     async def fetch_records(self, ids: list[uuid.UUID]) -> list[TimestampRecord]:
         pool = await self.pool()

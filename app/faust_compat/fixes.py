@@ -49,9 +49,9 @@ one a worker uses, and the worker logs it at start.
 
 4. A message that was never processed is not always fetched again (skipped in
    a rebalance, or dropped from the buffer of an agent that crashed), leaving
-   its partition stalled behind it: `resume_stalled_partitions` seeks such a
-   partition back to its committed offset (re-reading is harmless: writes are
-   idempotent).
+   its partition stalled behind it: the timer of `app/faust_compat/stalls.py`
+   seeks such a partition back to its committed offset (re-reading is
+   harmless: writes are idempotent).
 
 Seen before the fixes as commands missing from PostgreSQL after two workers
 rebalanced, and after an agent raised, with the group's offsets at the end of
@@ -60,8 +60,6 @@ the topic; `tests/integration/test_workers.py` and
 """
 
 from __future__ import annotations
-
-import time
 
 import faust
 from faust import streams as faust_streams
@@ -135,6 +133,27 @@ def stream_iterator() -> str:
     return "cython" if faust_streams._CStreamIterator is not None else "python"
 
 
+# The stream iterators fixes 0 and 1 were written for: how each acknowledges is what they correct.
+CYTHON_STREAM_ITERATOR = "faust._cython.streams.StreamIterator"
+PYTHON_STREAM_ITERATOR_METHODS = ("_c_aiter", "_py_aiter")
+
+
+def check_stream_iterator(cython_iterator: type | None = None, stream_class: type = faust.Stream) -> str:
+    """Refuse a stream iterator the fixes were not written for; returns `cython` or `python`."""
+    iterator = faust_streams._CStreamIterator if cython_iterator is None else cython_iterator
+    missing = [name for name in PYTHON_STREAM_ITERATOR_METHODS if not hasattr(stream_class, name)]
+    if missing:
+        raise RuntimeError(f"faust.Stream has no {', '.join(missing)}: its iteration changed, and "
+                           "app/faust_compat/fixes.py (fixes 0 and 1) must be re-checked against it")
+    if iterator is None:
+        return "python"
+    name = f"{iterator.__module__}.{iterator.__qualname__}"
+    if name != CYTHON_STREAM_ITERATOR:
+        raise RuntimeError(f"Faust iterates streams with {name}, but app/faust_compat/fixes.py was written for "
+                           f"{CYTHON_STREAM_ITERATOR} or the Python iterator: re-check fixes 0 and 1 against it")
+    return "cython"
+
+
 # Private Faust state the service reads, fenced here (tests/unit/test_faust_fixes.py
 # fails when an upgrade renames it; tests/unit/test_faust_private_api.py keeps it here).
 
@@ -162,34 +181,9 @@ def check_faust_version(version: str = faust.__version__) -> None:
 
 
 def apply() -> None:
+    """Check the Faust in use, then patch its consumer (fixes 1-3; fix 0 is the app's Stream setting)."""
     check_faust_version()
+    check_stream_iterator()
     Consumer.ack = _ack_processed_only
     Consumer._new_offset = _new_offset_without_head_gap
     Consumer.perform_seek = _perform_seek_from_start_when_uncommitted
-
-
-class StallDetector:
-    """Partitions whose committed offset lags the end and has not moved while the agent idled."""
-
-    def __init__(self, idle_seconds: float) -> None:
-        self.idle_seconds = idle_seconds
-        self.last_progress = time.monotonic()
-        self._seen: dict = {}
-
-    def progressed(self) -> None:
-        self.last_progress = time.monotonic()
-
-    def reset(self) -> None:
-        """Forget what was seen: a stall must be observed anew (after a rebalance)."""
-        self.progressed()
-        self._seen = {}
-
-    def stalled(self, committed: dict, ends: dict) -> dict:
-        """tp -> committed offset to seek back to."""
-        idle = time.monotonic() - self.last_progress >= self.idle_seconds
-        stalled = {
-            tp: offset for tp, offset in committed.items()
-            if idle and offset is not None and ends.get(tp, 0) > offset and self._seen.get(tp) == offset
-        }
-        self._seen = dict(committed)
-        return stalled

@@ -195,3 +195,18 @@ def setup_faust_sensors(app, name_prefix: str = "faust") -> None:
             pass
 
     app.monitor = PipelineMonitor(metrics=faust_metrics)
+
+
+def collect_pipeline_metrics(app, command_topic: str, table) -> None:
+    """Export this worker's consumer lag and the query table's size (read at each scrape)."""
+
+    def consumer_lag() -> list[tuple[str, int, int]]:
+        """(topic, partition, end offset - committed offset) of this worker's command partitions."""
+        ends, committed = app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets
+        return [
+            (tp.topic, tp.partition, max(0, ends[tp] - committed.get(tp, 0)))
+            for tp in sorted(ends)
+            if tp.topic == command_topic and tp in app.consumer.assignment()
+        ]
+
+    register_collector(PipelineCollector(lag=consumer_lag, table_keys=lambda: len(table)))

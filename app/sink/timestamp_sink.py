@@ -4,8 +4,10 @@ plan (validate, enrich) -> dead-letter the invalid -> write PostgreSQL -> update
 the query table. The caller acknowledges the batch only after `write` returned.
 
 - Transient infrastructure failures (PostgreSQL or Kafka unreachable) are
-  retried where they happen, with back-off and the circuit breaker: nothing is
-  consumed meanwhile.
+  retried where they happen, with back-off: nothing is consumed meanwhile.
+  PostgreSQL writes go through the circuit breaker: while it is open none is
+  tried, and while it is half-open and nothing is written, `try_half_open_breaker`
+  pings as its trial (BatchingSink calls it once a second).
 - Any other exception is treated as the fault of some message in the batch:
   the batch is split in halves until the failing messages are alone; those are
   dead-lettered with `dlq.reason=processing_error` and recorded as `failed`, and
@@ -18,7 +20,6 @@ the query table. The caller acknowledges the batch only after `write` returned.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -30,11 +31,13 @@ from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type,
 
 from app.observability import metrics
 from app.domain.commands import DecodeLimits
-from app.adapters.database import Database
+from app.adapters.database import Database, is_transient
 from app.domain.dead_letters import DeadLetter, dead_letter
 from app.domain.batch_plan import BatchPlan, ConsumedMessage, failed_event, plan_batch, unique_positions
 from app.domain.correlation import log_context
 from app.domain.records import Status, TimestampRecord
+from app.sink.circuit_breaker import CircuitBreaker
+from app.sink.circuit_breaker import State as BreakerState
 from app.domain.rfc3339 import utc_now
 from app.observability.tracing import database_write_span, start_processing_spans
 
@@ -72,8 +75,10 @@ class TimestampSink:
     """Writes batches of command messages; see the module docstring for the policy."""
 
     def __init__(self, database: Database, send_dead_letters: SendDeadLetters, update_table: UpdateTable,
-                 topic: str, limits: DecodeLimits = DecodeLimits(), retry_max_seconds: float = 30.0) -> None:
+                 topic: str, limits: DecodeLimits = DecodeLimits(), retry_max_seconds: float = 30.0,
+                 breaker: CircuitBreaker | None = None) -> None:
         self.database = database
+        self.breaker = breaker or CircuitBreaker()
         self._send_dead_letters = send_dead_letters
         self._update_table = update_table
         self.topic = topic
@@ -126,7 +131,7 @@ class TimestampSink:
         await self.send_dead_letters([dead_letter(by_position[e.source], e) for e in invalid])
         with database_write_span(spans):
             started = time.monotonic()
-            inserted = await self.database.persist_batch_with_retry(plan)
+            inserted = await self.persist(plan)
             metrics.db_write_duration.observe(time.monotonic() - started)
         await self._retry_kafka(self._update_table, plan.records, inserted)
         _record_outcomes(plan, inserted)
@@ -141,8 +146,56 @@ class TimestampSink:
                       message.source.topic, message.source.partition, message.source.offset, event.error,
                       exc_info=error)
         await self.send_dead_letters([dead_letter(message, event, error)])
-        await self.database.persist_batch_with_retry(BatchPlan(skipped=[event]))
+        await self.persist(BatchPlan(skipped=[event]))
         metrics.events_processed.labels(Status.FAILED).inc()
+
+    async def persist(self, plan: BatchPlan) -> dict:
+        """Write a plan's rows, retried with back-off while PostgreSQL fails transiently.
+
+        While the circuit breaker is open no attempt is made: the batch simply
+        waits, nothing consumed or acknowledged, until the half-open trial.
+        Returns created_at of the ids inserted.
+        """
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=0.1, max=self.retry_max_seconds),
+            before_sleep=_log_database_retry,
+            reraise=True,
+        ):
+            with attempt:
+                await self._wait_for_breaker()
+                try:
+                    inserted = await self.database.persist_batch(plan)
+                except Exception as exc:
+                    if is_transient(exc):
+                        self.breaker.record_failure()
+                    raise
+                self.breaker.record_success()
+                return inserted
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _wait_for_breaker(self) -> None:
+        delay = self.breaker.seconds_until_trial()
+        if delay:
+            log.warning("PostgreSQL circuit breaker is open; next trial in %.0f s", delay)
+        while (delay := self.breaker.seconds_until_trial()) > 0:
+            await asyncio.sleep(min(delay, 1.0))
+
+    async def try_half_open_breaker(self) -> None:
+        """A ping as the half-open breaker's trial, so that it closes (or opens again) without traffic.
+
+        Writes are the usual trials; with nothing to write, a breaker would stay
+        half-open until the next batch came.
+        """
+        if self.breaker.state is not BreakerState.HALF_OPEN:
+            return
+        try:
+            await self.database.ping()
+        except Exception as exc:
+            if is_transient(exc):
+                self.breaker.record_failure()
+            return
+        self.breaker.record_success()
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Send and wait for the broker, retrying while Kafka is unreachable.
@@ -202,46 +255,11 @@ def _log_unplaced_failure(state) -> None:
               state.outcome.exception())
 
 
+def _log_database_retry(state) -> None:
+    metrics.db_write_failures.inc()
+    log.warning("Batch write failed (attempt %d), retrying: %r", state.attempt_number, state.outcome.exception())
+
+
 def _log_kafka_retry(state) -> None:
     log.warning("Writing to Kafka failed (attempt %d), retrying: %r",
                 state.attempt_number, state.outcome.exception())
-
-
-class WriteBehind:
-    """Writes and acknowledges batches in order, in a task of its own, while the caller collects the next.
-
-    The agent spends about as long iterating a batch out of Faust as PostgreSQL
-    takes to write one; doing both at once is the throughput. Batches are still
-    written strictly one after another (the first message of a command id wins,
-    across batches too), and each is acknowledged only after its write, in order.
-    At most one batch waits while another is being written.
-    """
-
-    def __init__(self, write: Callable[[list], Awaitable[None]]) -> None:
-        self._write = write
-        self._queue: asyncio.Queue = asyncio.Queue(maxsize=1)
-        self._task: asyncio.Task | None = None
-
-    async def submit(self, batch: list) -> None:
-        """Queue a batch; waits while the previous one is still queued."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="write-behind")
-        put = asyncio.ensure_future(self._queue.put(batch))
-        await asyncio.wait([put, self._task], return_when=asyncio.FIRST_COMPLETED)
-        if self._task.done():
-            put.cancel()
-            self._task.result()  # the writer ended: raise its error here (nothing was acknowledged)
-            raise RuntimeError("the write-behind task ended")
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self._queue.get()
-            await self._write(batch)
-
-    async def close(self) -> None:
-        """Stop writing; a batch not written is not acknowledged, and is read again."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # an error was raised by submit
-                await self._task
-            self._task = None

@@ -2,6 +2,7 @@ import psycopg2
 
 from app.sink.circuit_breaker import CircuitBreaker, State
 from app.adapters.database import Database
+from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
 
 
 class Clock:
@@ -63,8 +64,8 @@ def test_failure_while_half_open_reopens_for_a_full_timeout():
 
 
 class PingedDatabase(Database):
-    def __init__(self, breaker: CircuitBreaker, ping_error: Exception | None = None) -> None:
-        super().__init__("postgresql://unused", breaker=breaker)
+    def __init__(self, ping_error: Exception | None = None) -> None:
+        super().__init__("postgresql://unused")
         self.ping_error = ping_error
         self.pings = 0
 
@@ -83,16 +84,21 @@ def half_open_breaker() -> CircuitBreaker:
     return breaker
 
 
+def sink_pinging(breaker: CircuitBreaker, database: PingedDatabase) -> TimestampSink:
+    return TimestampSink(database, no_dead_letters, no_table, "t", breaker=breaker)
+
+
 async def test_pings_close_a_half_open_breaker_without_traffic():
-    database = PingedDatabase(half_open_breaker())
-    await database.try_half_open_breaker()
-    await database.try_half_open_breaker()
-    assert database.breaker.state is State.CLOSED
-    await database.try_half_open_breaker()  # closed: no more pings
+    database = PingedDatabase()
+    sink = sink_pinging(half_open_breaker(), database)
+    await sink.try_half_open_breaker()
+    await sink.try_half_open_breaker()
+    assert sink.breaker.state is State.CLOSED
+    await sink.try_half_open_breaker()  # closed: no more pings
     assert database.pings == 2
 
 
 async def test_a_failed_ping_opens_a_half_open_breaker_again():
-    database = PingedDatabase(half_open_breaker(), psycopg2.OperationalError("connection refused"))
-    await database.try_half_open_breaker()
-    assert database.breaker.state is State.OPEN
+    sink = sink_pinging(half_open_breaker(), PingedDatabase(psycopg2.OperationalError("connection refused")))
+    await sink.try_half_open_breaker()
+    assert sink.breaker.state is State.OPEN

@@ -8,7 +8,7 @@ from tests.worker_process import REPO
 
 HANGING = """
 import logging, time
-from app.main import ShutdownDeadline
+from app.lifecycle import ShutdownDeadline
 logging.basicConfig()  # a worker's logging is set up by Faust
 ShutdownDeadline(1.0).start()
 time.sleep(60)  # a stop that never finishes, the event loop blocked too

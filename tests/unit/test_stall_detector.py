@@ -1,6 +1,6 @@
 """The stall detector: a partition is stalled when its committed offset lags and stays put while the agent idles."""
 
-from app.faust_compat.fixes import StallDetector
+from app.faust_compat.stalls import StallDetector
 
 
 def test_a_partition_is_stalled_after_two_idle_looks_at_the_same_committed_offset():

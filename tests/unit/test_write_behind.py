@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.sink.timestamp_sink import WriteBehind
+from app.sink.write_behind import WriteBehind
 
 
 async def test_batches_are_written_in_order_one_at_a_time_while_the_next_is_collected():

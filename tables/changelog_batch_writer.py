@@ -1,9 +1,4 @@
-"""The query table: command id (UTF-8 bytes) -> the JSON body served by GET /api/v1/timestamp/{id}.
-
-Backed by its changelog topic, so a worker that takes over a partition recovers
-the rows. The agent writes it a batch at a time (`ChangelogBatchWriter`), not
-with `table[key] = value`.
-"""
+"""Writes many keys of a table at once: one changelog batch per partition, then the local store."""
 
 from __future__ import annotations
 
@@ -13,26 +8,6 @@ from typing import NamedTuple, Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from faust.types import TP
-
-from app.faust_compat import fixes as faust_fixes
-from app.main import app
-from app.settings import settings
-
-timestamps = app.Table(
-    "timestamps",
-    default=None,
-    # Raw bytes keys: serialized exactly like the command topic's keys, so a
-    # command and its row share a partition number (and so a worker).
-    key_type=bytes,
-    # Values are the GET response body, encoded once by the agent
-    # (TimestampRecord.as_json); bytes values get Faust's raw codec.
-    value_type=bytes,
-    partitions=settings.command_topic_partitions,
-    # The changelog partition of a key comes from the key (as GET routing
-    # assumes), not from the event being processed (faust-streaming #497).
-    use_partitioner=True,
-    help="Timestamp records by command id, as served by the query view.",
-)
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -126,9 +101,3 @@ class ChangelogBatchWriter:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
-
-
-@app.task
-async def load_changelog_metadata() -> None:
-    """Fetch the changelog's partitions at start-up, so GETs can be routed to the owner at once."""
-    await faust_fixes.kafka_producer(app).partitions_for(timestamps.changelog_topic.get_topic_name())

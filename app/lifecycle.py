@@ -1,0 +1,91 @@
+"""What a worker does when it starts and stops, around Faust's own start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+
+import faust
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from app.adapters.topics import ensure_topic
+from app.faust_compat import fixes
+from app.services import command_publisher, database
+from app.settings import settings
+
+log = logging.getLogger(__name__)
+
+
+class PipelineApp(faust.App):
+    """faust.App that creates its topics before it subscribes, and migrates PostgreSQL at start-up.
+
+    `schema_ready` is set once the migrations are applied; the agent writes
+    nothing before (a worker starts, and answers its probes, without PostgreSQL).
+    """
+
+    def __init__(self, *args, topic_configs: dict[str, dict[str, str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.topic_configs = topic_configs
+        self.schema_ready = asyncio.Event()
+
+    async def on_first_start(self) -> None:
+        log.info("Stream iterator: %s", fixes.stream_iterator())
+        # Before the consumer subscribes: a topic created later would be missed
+        # by the first assignment until the next metadata refresh (minutes).
+        for topic, config in self.topic_configs.items():
+            await ensure_topic(settings.kafka_bootstrap_servers, topic, settings.command_topic_partitions,
+                               settings.kafka_replication_factor, config)
+        await super().on_first_start()
+
+    async def on_started(self) -> None:
+        await super().on_started()
+        self.add_future(self._migrate_when_reachable())
+
+    async def _migrate_when_reachable(self) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.5, max=settings.database_retry_max_seconds),
+            before_sleep=_log_migration_retry,
+        ):
+            with attempt:
+                await database.migrate()
+        self.schema_ready.set()
+
+    async def on_stop(self) -> None:
+        # Faust calls this first when the worker stops (SIGTERM included).
+        shutdown_deadline.start()
+        await command_publisher.stop()
+        await super().on_stop()
+
+
+def _log_migration_retry(state) -> None:
+    log.warning("Database migrations failed (attempt %d), retrying: %r", state.attempt_number, state.outcome.exception())
+
+
+class ShutdownDeadline:
+    """Ends the process when stopping takes longer than SHUTDOWN_TIMEOUT_SECONDS.
+
+    A thread, so it fires even if the event loop is stuck. Exiting commits
+    nothing: whatever was not acknowledged is read again by the next owner.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._timer: threading.Timer | None = None
+
+    def start(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.seconds, self._exit)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _exit(self) -> None:
+        log.warning("Shutdown did not finish within %.0f s (SHUTDOWN_TIMEOUT_SECONDS); exiting now. "
+                    "Nothing unprocessed was committed: the next owner reads it again", self.seconds)
+        logging.shutdown()
+        os._exit(0)
+
+
+shutdown_deadline = ShutdownDeadline(settings.shutdown_timeout_seconds)
