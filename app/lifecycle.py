@@ -22,7 +22,7 @@ class PipelineApp(faust.App):
     """faust.App that creates its topics before it subscribes, and migrates PostgreSQL at start-up.
 
     `schema_ready` is set once the migrations are applied; the agent writes
-    nothing before (a worker starts, and answers its probes, without PostgreSQL).
+    nothing before, and the worker is not ready before.
     """
 
     def __init__(self, *args, topic_configs: dict[str, dict[str, str]], **kwargs) -> None:
@@ -37,11 +37,9 @@ class PipelineApp(faust.App):
         for topic, config in self.topic_configs.items():
             await ensure_topic(settings.kafka_bootstrap_servers, topic, settings.command_topic_partitions,
                                settings.kafka_replication_factor, config)
-        await super().on_first_start()
-
-    async def on_started(self) -> None:
-        await super().on_started()
+        # In the background: the worker starts, and answers its probes, while PostgreSQL is away.
         self.add_future(self._migrate_when_reachable())
+        await super().on_first_start()
 
     async def _migrate_when_reachable(self) -> None:
         async for attempt in AsyncRetrying(

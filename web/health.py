@@ -42,6 +42,12 @@ async def _kafka() -> None:
     await faust_fixes.kafka_producer(app).client.fetch_all_metadata()
 
 
+async def _postgres() -> None:
+    if not app.schema_ready.is_set():
+        raise RuntimeError("database migrations not applied yet")
+    await database.ping()
+
+
 async def _table_recovery() -> None:
     if app.in_recovery or not app.tables.recovery.completed.is_set():
         raise RuntimeError("table recovery in progress")
@@ -59,7 +65,7 @@ class Readiness(View):
     async def get(self, request: Request) -> Response:
         names = ("kafka", "postgres", "table_recovery", "circuit_breaker")
         results = await asyncio.gather(
-            _check(_kafka), _check(database.ping), _check(_table_recovery), _check(_circuit_breaker))
+            _check(_kafka), _check(_postgres), _check(_table_recovery), _check(_circuit_breaker))
         checks = dict(zip(names, results))
         ready = all(c["status"] == "UP" for c in checks.values())
         return self.json({"status": "UP" if ready else "DOWN", "checks": checks}, status=200 if ready else 503)
