@@ -37,6 +37,7 @@ def write_env(state_dir: Path, values: dict[str, str]) -> Path:
     """Write KEY=value lines (shell-quoted where needed) atomically."""
     body = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
     path = Path(state_dir) / "env"
+    # Still names stack.py (now a shim for this CLI) so the file is unchanged.
     write_atomic(
         path, "# Written by deploy/local/stack.py up; source it or read KEY=value.\n" + body
     )
