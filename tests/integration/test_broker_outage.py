@@ -7,19 +7,15 @@ does not disturb the other tests.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+import deploy.local as stack
 from tests.integration.conftest import wait_until
 from tests.worker_process import REPO
-
-_spec = importlib.util.spec_from_file_location("stack", REPO / "deploy/local/stack.py")
-stack = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stack)
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Deployment files; deploy.local is the local Kafka + PostgreSQL stack (python -m deploy.local)."""
