@@ -48,5 +48,9 @@ def faust_options(settings: Settings) -> dict:
         # forever on messages that no agent would ever acknowledge.
         stream_wait_empty=False,
         web_application_options=WEB_APPLICATION_OPTIONS,
+        # Faust's own /table and /router pages would serve table contents and the
+        # key-to-worker map to anyone, outside the API and its keys.
+        web_tables_enabled=False,
+        web_router_enabled=False,
         logging_config=logging_config(settings.log_format, settings.log_level, settings.service_name),
     )

@@ -54,3 +54,15 @@ def test_missing_key_file_stops_the_worker_with_the_variable_named(namespace, tm
                             env=namespace.env(API_KEYS_FILE=str(tmp_path / "absent")), timeout=60)
     assert result.returncode != 0
     assert "API_KEYS_FILE=" in result.stderr and "no such file" in result.stderr
+
+
+async def test_faust_table_and_router_pages_are_not_served(workers, http):
+    """They would show table rows and the key-to-worker map to anyone, past the API and its keys."""
+    worker = await workers().wait_ready()
+    async with http.post(f"{worker.url}/api/v1/timestamp/2009-09-28T19:03:12Z") as response:
+        command_id = (await response.json())["id"]
+    for path in ("/table/", "/table/timestamps/", f"/table/timestamps/{command_id}/", "/router/",
+                 f"/router/timestamps/{command_id}/"):
+        async with http.get(f"{worker.url}{path}") as response:
+            assert response.status == 404, path
+            assert (await response.json())["error"] == "not_found", path
