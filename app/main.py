@@ -21,7 +21,6 @@ from app.faust_compat.options import DEAD_LETTER_MAX_BYTES, faust_options
 from app.lifecycle import PipelineApp
 from app.observability import metrics
 from app.observability.tracing import setup_tracing
-from app.services import command_publisher, database, database_breaker  # noqa: F401 (used by agents and views)
 from app.settings import settings
 
 fixes.apply()  # refuses a Faust the fixes were not written for

@@ -6,11 +6,8 @@ import asyncio
 import logging
 import uuid
 
-import aiohttp
 from aiokafka.errors import KafkaError
-from faust.exceptions import SameNode
 from faust.web import Request, Response, View
-from faust.web.exceptions import ServiceUnavailable
 from opentelemetry.trace import SpanKind
 
 from app.domain import idempotency
@@ -21,6 +18,7 @@ from app.main import app, command_topic
 from app.services import command_publisher, database
 from app.adapters.publisher import PublisherOverloaded
 from app.settings import settings
+from app.faust_compat.routing import OwnerUnknown, answer_from_owner
 from app.domain.rfc3339 import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
 from app.observability.tracing import inject_headers, tracer
 from tables.timestamps_by_id import timestamps_by_id
@@ -116,28 +114,17 @@ class TimestampView(View):
         except ValueError:
             return json_error(400, "invalid_id", f"id must be a UUID (got {value[:64]!r})")
         if request.headers.get(ROUTED_HEADER) is None:
-            key = command_id.encode()
             try:
-                if not _owned_here(key):
-                    return await app.router.route_req(timestamps_by_id.name, key, self.web, _routed(request))
-            except SameNode:
-                pass
-            except (KeyError, ServiceUnavailable, TypeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                # The owner is unknown (rebalancing; Faust raises TypeError while the
-                # producer has no metadata for the changelog) or unreachable:
-                # PostgreSQL still answers.
-                log.warning("Could not route GET %s to its owner: %r", command_id, exc)
+                answer = await answer_from_owner(app, timestamps_by_id.name, command_id.encode(), self.web,
+                                                 lambda: _routed(request))
+                if answer is not None:
+                    return answer
+            except OwnerUnknown as exc:  # rebalancing, or unreachable: PostgreSQL still answers
+                log.warning("Could not route GET %s to its owner: %s", command_id, exc)
         view = await find_record(command_id)
         if view is None:
             return json_error(404, "not_found", f"no timestamp record with id {command_id} (yet)")
         return self.bytes(view, content_type="application/json")
-
-
-def _owned_here(key: bytes) -> bool:
-    """Whether this worker owns the key's table partition (most GETs on one worker): then the
-    request is answered here without being cloned for forwarding."""
-    owner, here = app.router.key_store(timestamps_by_id.name, key), app.conf.canonical_url
-    return (owner.host, owner.port) == (here.host, here.port)
 
 
 def _routed(request: Request) -> Request:
