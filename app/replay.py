@@ -47,7 +47,6 @@ class ReplaySummary:
     invalid: int = 0
     failed: int = 0
     seconds: float = 0.0
-    partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [start, stop)
     events_already_recorded: int | None = None  # positions with a processed_events row already (bulk load only)
     groups: int | None = None  # partition groups (connections) of the bulk load
     indexes_built: list[str] = field(default_factory=list)  # secondary indexes built after the load
@@ -149,7 +148,6 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
             starts = await _offsets_at(consumer, tps, start, ends)
         stops = dict(ends) if stop == "latest" else await _offsets_at(consumer, tps, stop, ends)
         bounds = {tp: (starts[tp], stops[tp]) for tp in tps}
-        summary.partitions = {tp.partition: bounds[tp] for tp in tps}
         await consumer.stop()  # the bulk loader reads with a consumer per partition group
         deferred = []
         if defer_indexes:
@@ -194,7 +192,6 @@ async def replay_ranges(bootstrap_servers: str, topic: str, database: Database,
     summary = ReplaySummary()
     started = asyncio.get_running_loop().time()
     ranges = {p: sorted(spans) for p, spans in ranges.items() if spans}
-    summary.partitions = {p: (spans[0][0], spans[-1][1]) for p, spans in ranges.items()}
     try:
         total = sum(stop - start for spans in ranges.values() for start, stop in spans)
         async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
