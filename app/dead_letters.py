@@ -60,33 +60,11 @@ def describe(headers) -> dict[str, str]:
 
 
 async def read_dead_letters(bootstrap_servers: str, topic: str) -> list:
-    """Every record of the dead-letter topic, oldest first per partition."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    """Every record of the dead-letter topic (up to its end offsets when called), oldest first per partition."""
+    from app.topic_reader import read_topic
 
-    from app.topics import topic_partitions
-
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)]
-    if not partitions:
-        return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        # Explicit seeks: seek_to_beginning() followed by position() was seen
-        # to report the end offset, which made the loop below read nothing.
-        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
-            consumer.seek(tp, offset)
-        records = []
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        while remaining:
-            for batch in (await consumer.getmany(*remaining, timeout_ms=1000)).values():
-                records.extend(batch)
-            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-        return sorted(records, key=lambda r: (r.partition, r.offset))
-    finally:
-        await consumer.stop()
+    records = [record async for batch in read_topic(bootstrap_servers, topic) for record in batch]
+    return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
 async def republish(bootstrap_servers: str, records: list, command_topic: str) -> int:
