@@ -23,6 +23,7 @@ import contextlib
 from app import bulk_load
 from app.commands import DecodeLimits
 from app.database import Database
+from app.deferred_indexes import DEFERRED_INDEXES, defer_secondary_indexes, rebuild_deferred_indexes
 from app.enrichment import ConsumedMessage
 from app.records import SourcePosition
 from app.sink import TimestampSink, no_dead_letters, no_table
@@ -151,7 +152,7 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
         await consumer.stop()  # the bulk loader reads with a consumer per partition group
         deferred = []
         if defer_indexes:
-            deferred = await asyncio.to_thread(bulk_load.defer_secondary_indexes, database.url)
+            deferred = await asyncio.to_thread(defer_secondary_indexes, database.url)
             if deferred:
                 log.info("Empty target: secondary indexes %s are built after the load", ", ".join(deferred))
         try:
@@ -162,11 +163,11 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
         except BaseException:
             if deferred:
                 log.warning("The replay did not complete: secondary indexes %s stay dropped (listed in %s) until"
-                            " a replay completes; run it again", ", ".join(deferred), bulk_load.DEFERRED_INDEXES)
+                            " a replay completes; run it again", ", ".join(deferred), DEFERRED_INDEXES)
             raise
         # Also the indexes an interrupted replay deferred: this run completed what it left.
         building = asyncio.get_running_loop().time()
-        summary.indexes_built = await asyncio.to_thread(bulk_load.rebuild_deferred_indexes, database.url)
+        summary.indexes_built = await asyncio.to_thread(rebuild_deferred_indexes, database.url)
         summary.index_seconds = asyncio.get_running_loop().time() - building
         summary.events_read = counts.events
         summary.rows_inserted = counts.rows_inserted

@@ -9,6 +9,8 @@ from app.commands import encode_command
 from app.enrichment import ConsumedMessage, plan_batch
 from app.records import SourcePosition
 from app.schema import EVENTS, RECORDS, event_of_record
+from app.staging import STAGE_COLUMNS, stage_rows
+from tests.unit.test_bulk_load import copy_fields
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -21,6 +23,29 @@ def plan():
         ConsumedMessage(SourcePosition("cmd", 1, 8), b"garbage", [("correlation_id", b"ING:y")]),
         ConsumedMessage(SourcePosition("cmd", 1, 9), encode_command(first, "2024-02-29T13:00:00Z", NOW)),
     ], NOW)
+
+
+def text(value) -> str | None:
+    """A value as PostgreSQL would read it back from COPY text: uuids as hex, times in ISO 8601."""
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def test_stage_rows_write_the_stage_columns_in_their_order():
+    batch = plan()
+    staged = [dict(zip([c.name for c in STAGE_COLUMNS], copy_fields(line))) for line in stage_rows(batch).splitlines()]
+    [record], skipped = batch.records, batch.skipped
+    expected_record = {e.name: text(RECORDS[e.of_record].get(record)) for e in EVENTS.written if e.of_record}
+    expected_record |= {"status": None, "error": None}
+    expected_record |= {c.name: text(c.get(record)) for c in STAGE_COLUMNS if c.name not in expected_record}
+    assert staged[0] == expected_record
+    assert staged[1:] == [{c.name: text(c.get(e)) if c in EVENTS.written else None for c in STAGE_COLUMNS}
+                          for e in skipped]
 
 
 def test_a_selected_row_becomes_the_dataclass_it_came_from():
