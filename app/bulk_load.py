@@ -7,11 +7,12 @@ on to both tables in one transaction, deciding persisted/duplicate as
 `Database.persist_batch` does: a crash loses whole batches only, and a re-run
 re-writes nothing that is there (idempotent, so resumable by re-running).
 
-Partitions are split into groups; each group has its own Kafka consumer and
-its own PostgreSQL connection, driven from a thread of its own, so decoding
-the next batch overlaps writing this one and the groups write in parallel.
-Within a group batches are written in order, so the first message of a
-command id in a partition is the one persisted, as in the live path.
+Partitions are split into groups; each group has its own Kafka reader
+(app/topic_reader.py) and its own PostgreSQL connection, driven from a thread
+of its own, so decoding the next batch overlaps writing this one and the
+groups write in parallel. Within a group batches are written in order, so the
+first message of a command id in a partition is the one persisted, as in the
+live path.
 
 A batch that fails for a reason other than the database being unreachable is
 handed to the live path's sink (`TimestampSink.write`), which isolates the
@@ -27,7 +28,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from app.commands import DecodeLimits
 from app.dead_letters import dead_letter
@@ -36,6 +37,7 @@ from app.records import SourcePosition, Status
 from app.sink import TimestampSink, _log_skipped
 from app.staging import StageWriter, positions_present, stage_rows
 from app.timestamps import utc_now
+from app.topic_reader import TopicReader
 
 log = logging.getLogger(__name__)
 
@@ -86,59 +88,32 @@ class GroupLoad:
     send_dead_letters: bool = False
 
     async def run(self) -> BulkCounts:
-        remaining = {tp: stop for tp, (start, stop) in self.bounds.items() if start < stop}
-        if not remaining:
+        if all(start >= stop for start, stop in self.bounds.values()):
             return self.counts
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", max_poll_records=self.batch_size)
-        await consumer.start()
         pending: asyncio.Future | None = None
-        try:
-            consumer.assign(list(self.bounds))
-            for tp, (start, _) in self.bounds.items():
-                consumer.seek(tp, start)
-            while remaining:
-                messages = await self._read(consumer, remaining)
-                if not messages:
-                    continue
-                plan = plan_batch(messages, processed_at=utc_now(), limits=self.limits)
-                _log_skipped(plan)
-                if self.send_dead_letters:
-                    await self._dead_letters(messages, plan)
-                rows = stage_rows(plan)
+        async with TopicReader(self.bootstrap_servers, self.topic, batch_size=self.batch_size) as reader:
+            batches = reader.batches({tp.partition: span for tp, span in self.bounds.items()})
+            try:
+                async for records in batches:
+                    messages = [ConsumedMessage(SourcePosition(self.topic, r.partition, r.offset), r.value, r.headers)
+                                for r in records]
+                    plan = plan_batch(messages, processed_at=utc_now(), limits=self.limits)
+                    _log_skipped(plan)
+                    if self.send_dead_letters:
+                        await self._dead_letters(messages, plan)
+                    rows = stage_rows(plan)
+                    if pending is not None:
+                        await pending  # batches of a group are written in order
+                    pending = asyncio.ensure_future(self._write(messages, plan, rows))
                 if pending is not None:
-                    await pending  # batches of a group are written in order
-                pending = asyncio.ensure_future(self._write(messages, plan, rows))
-            if pending is not None:
-                await pending
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(BaseException):
                     await pending
-            await consumer.stop()
+            finally:
+                await batches.aclose()
+                if pending is not None and not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
         return self.counts
-
-    async def _read(self, consumer: AIOKafkaConsumer, remaining: dict[TopicPartition, int]) -> list[ConsumedMessage]:
-        """Up to batch_size messages of the remaining ranges; whatever is buffered once the first arrived."""
-        messages: list[ConsumedMessage] = []
-        topic = self.topic
-        while remaining and len(messages) < self.batch_size:
-            fetched = await consumer.getmany(*remaining, timeout_ms=0 if messages else 1000,
-                                             max_records=self.batch_size - len(messages))
-            for tp, records in fetched.items():
-                stop = remaining.get(tp, -1)
-                partition = tp.partition
-                messages.extend(
-                    ConsumedMessage(SourcePosition(topic, partition, record.offset), record.value, record.headers)
-                    for record in records if record.offset < stop
-                )
-            for tp in list(remaining):
-                if await consumer.position(tp) >= remaining[tp]:
-                    del remaining[tp]
-            if not fetched and messages:
-                break
-        return messages
 
     async def _dead_letters(self, messages: list[ConsumedMessage], plan: BatchPlan) -> None:
         """As the live sink: the invalid messages' dead letters, sent before their rows are written."""
