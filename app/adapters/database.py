@@ -16,42 +16,32 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 
+from app.adapters.schema import EVENTS, RECORDS, event_of_record
 from app.domain.batch_plan import BatchPlan
-from app.domain.records import ProcessedEvent, SourcePosition, Status, TimestampRecord
+from app.domain.records import ProcessedEvent, Status, TimestampRecord
 
 log = logging.getLogger(__name__)
 psycopg2.extras.register_uuid()
 
 MIGRATIONS_DIR = Path(__file__).parents[1] / "migrations"
-_RECORD_COLUMNS = (
-    "id, event_timestamp, created_at, received_at, processed_at, correlation_id, "
-    "source_topic, source_partition, source_offset"
-)
 # One statement, so one round trip and one implicit transaction per batch: the
 # records, then a processed_events row per message (persisted or duplicate as
-# the insert decided, plus the skipped ones).
-_PERSIST_BATCH = """
+# the insert decided, plus the skipped ones). Column lists and the unnest()
+# arrays (one parameter per column) come from app/adapters/schema.py.
+_PERSIST_BATCH = f"""
     WITH batch AS (
-        SELECT * FROM unnest(%(id)s::uuid[], %(event_timestamp)s::timestamptz[], %(received_at)s::timestamptz[],
-                             %(processed_at)s::timestamptz[], %(correlation_id)s::text[], %(topic)s::text[],
-                             %(partition)s::integer[], %(offset)s::bigint[])
-            AS b(id, event_timestamp, received_at, processed_at, correlation_id, topic, partition, "offset")
+        SELECT * FROM {RECORDS.unnest()} AS b({RECORDS.insert_list})
     ), inserted AS (
-        INSERT INTO timestamp_records (id, event_timestamp, received_at, processed_at,
-                                       correlation_id, source_topic, source_partition, source_offset)
+        INSERT INTO timestamp_records ({RECORDS.insert_list})
         SELECT * FROM batch
         ON CONFLICT (id) DO NOTHING
         RETURNING id, created_at
     ), logged AS (
-        INSERT INTO processed_events (topic, partition, "offset", event_id, correlation_id,
-                                      status, error, processed_at)
-        SELECT b.topic, b.partition, b."offset", b.id, b.correlation_id,
-               CASE WHEN i.id IS NULL THEN %(duplicate)s ELSE %(persisted)s END, NULL, b.processed_at
+        INSERT INTO processed_events ({EVENTS.insert_list})
+        SELECT {event_of_record("b", status="CASE WHEN i.id IS NULL THEN %(duplicate)s ELSE %(persisted)s END")}
         FROM batch b LEFT JOIN inserted i USING (id)
         UNION ALL
-        SELECT * FROM unnest(%(s_topic)s::text[], %(s_partition)s::integer[], %(s_offset)s::bigint[],
-                             %(s_event_id)s::uuid[], %(s_correlation_id)s::text[], %(s_status)s::text[],
-                             %(s_error)s::text[], %(s_processed_at)s::timestamptz[])
+        SELECT * FROM {EVENTS.unnest(prefix="s_")}
         ON CONFLICT (topic, partition, "offset") DO NOTHING
     )
     SELECT id, created_at FROM inserted
@@ -94,20 +84,6 @@ def apply_migrations(database_url: str) -> list[str]:
         return [m.id for m in pending]
     finally:
         backend.connection.close()
-
-
-def _record_from_row(row: tuple) -> TimestampRecord:
-    (id_, event_timestamp, created_at, received_at, processed_at, correlation_id,
-     topic, partition, offset) = row
-    return TimestampRecord(
-        id=id_,
-        event_timestamp=event_timestamp,
-        received_at=received_at,
-        processed_at=processed_at,
-        correlation_id=correlation_id,
-        source=SourcePosition(topic, partition, offset),
-        created_at=created_at,
-    )
 
 
 class Database:
@@ -159,22 +135,7 @@ class Database:
         records, skipped = plan.records, plan.skipped
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute(_PERSIST_BATCH, {
-                "id": [r.id for r in records],
-                "event_timestamp": [r.event_timestamp for r in records],
-                "received_at": [r.received_at for r in records],
-                "processed_at": [r.processed_at for r in records],
-                "correlation_id": [r.correlation_id for r in records],
-                "topic": [r.source.topic for r in records],
-                "partition": [r.source.partition for r in records],
-                "offset": [r.source.offset for r in records],
-                "s_topic": [e.source.topic for e in skipped],
-                "s_partition": [e.source.partition for e in skipped],
-                "s_offset": [e.source.offset for e in skipped],
-                "s_event_id": [e.event_id for e in skipped],
-                "s_correlation_id": [e.correlation_id for e in skipped],
-                "s_status": [e.status for e in skipped],
-                "s_error": [e.error for e in skipped],
-                "s_processed_at": [e.processed_at for e in skipped],
+                **RECORDS.arrays(records), **EVENTS.arrays(skipped, prefix="s_"),
                 "persisted": Status.PERSISTED, "duplicate": Status.DUPLICATE,
             })
             return dict(await cur.fetchall())
@@ -183,24 +144,21 @@ class Database:
         pool = await self.pool()
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM timestamp_records WHERE id = ANY(%s::uuid[])",
+                f"SELECT {RECORDS.select_list} FROM timestamp_records WHERE id = ANY(%s::uuid[])",
                 (list(ids),),
             )
-            return [_record_from_row(row) for row in await cur.fetchall()]
+            return [RECORDS.from_row(row) for row in await cur.fetchall()]
 
     async def fetch_processed_events(self, correlation_id: str, limit: int = 1000) -> list[ProcessedEvent]:
         """The processing log of one correlation id, oldest first."""
         pool = await self.pool()
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute(
-                'SELECT topic, partition, "offset", event_id, correlation_id, status, processed_at, error '
-                "FROM processed_events WHERE correlation_id = %s ORDER BY processed_at, partition, \"offset\" LIMIT %s",
+                f"SELECT {EVENTS.select_list} FROM processed_events"
+                ' WHERE correlation_id = %s ORDER BY processed_at, partition, "offset" LIMIT %s',
                 (correlation_id, limit),
             )
-            return [
-                ProcessedEvent(SourcePosition(topic, partition, offset), event, corr, status, at, error)
-                for topic, partition, offset, event, corr, status, at, error in await cur.fetchall()
-            ]
+            return [EVENTS.from_row(row) for row in await cur.fetchall()]
 
     async def iter_records(self, batch_size: int = 1000):
         """Every record, in id order, a batch at a time (keyset pagination)."""
@@ -209,13 +167,13 @@ class Database:
         while True:
             async with pool.acquire() as conn, conn.cursor() as cur:
                 await cur.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM timestamp_records WHERE id > %s ORDER BY id LIMIT %s",
+                    f"SELECT {RECORDS.select_list} FROM timestamp_records WHERE id > %s ORDER BY id LIMIT %s",
                     (after, batch_size),
                 )
                 rows = await cur.fetchall()
             if not rows:
                 return
-            records = [_record_from_row(row) for row in rows]
+            records = [RECORDS.from_row(row) for row in rows]
             yield records
             after = records[-1].id
 

@@ -12,8 +12,8 @@ TOPIC_ALREADY_EXISTS = 36
 
 async def ensure_topic(
     bootstrap_servers: str, name: str, partitions: int, replication_factor: int, config: dict[str, str]
-) -> bool:
-    """Create the topic when it is missing; returns True when it was created."""
+) -> None:
+    """Create the topic when it is missing (an existing one is left as it is)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
@@ -24,11 +24,10 @@ async def ensure_topic(
         await admin.close()
     for topic, code, *message in response.topic_errors:
         if code == TOPIC_ALREADY_EXISTS:
-            return False
+            return
         if code != 0:
             raise RuntimeError(f"could not create topic {topic}: error {code} {message}")
     log.info("Created topic %s with %d partitions", name, partitions)
-    return True
 
 
 async def topic_partitions(bootstrap_servers: str, name: str) -> list[int]:

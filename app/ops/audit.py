@@ -18,8 +18,10 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from app.adapters.topic_reader import ReadStalled, TopicReader, reader_consumer
 
 Range = tuple[int, int]  # [start, stop) offsets
 
@@ -209,9 +211,7 @@ class KafkaView:
         self.topic = topic
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
         # group_id=None: explicit assignment only, no coordinator, no commits.
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                          enable_auto_commit=False, auto_offset_reset="earliest",
-                                          isolation_level=isolation)
+        self._consumer = reader_consumer(bootstrap_servers, isolation_level=isolation)
 
     async def __aenter__(self) -> "KafkaView":
         await self._admin.start()
@@ -249,35 +249,34 @@ class KafkaView:
         """The offsets of sorted, disjoint `ranges` that hold a record, as runs.
 
         Offsets holding no record (transaction markers, compacted away, deleted
-        meanwhile by retention) are simply never returned by a fetch.
+        meanwhile by retention) are simply never returned by a fetch. Ranges
+        closer than READ_THROUGH are read as one span (one fetch either way).
         """
-        if not ranges:
-            return []
-        tp = TopicPartition(self.topic, partition)
-        self._consumer.assign([tp])
         starts = [start for start, _ in ranges]
+        reader = TopicReader.over(self._consumer, self.topic, idle_polls=self.IDLE_POLLS)
         found: list[Range] = []
-        position = None
-        for start, stop in ranges:
-            if position is not None and position >= stop:
-                continue  # read through already
-            if position is None or position < start - self.READ_THROUGH:
-                self._consumer.seek(tp, start)
-                position = start
-            idle = 0
-            while position < stop:
-                fetched = await self._consumer.getmany(tp, timeout_ms=1000)
-                for record in fetched.get(tp, ()):
-                    i = bisect.bisect_right(starts, record.offset) - 1
-                    in_a_range = i >= 0 and record.offset < ranges[i][1]
-                    if in_a_range and (not found or record.offset >= found[-1][1]):  # each offset once, in order
-                        append_offset(found, record.offset)
-                moved = await self._consumer.position(tp)
-                idle = 0 if moved > position or fetched else idle + 1
-                if idle >= self.IDLE_POLLS:
-                    raise AuditError(f"no progress reading {self.topic}[{partition}] at offset {position}")
-                position = moved
+        for span in _spans(ranges, self.READ_THROUGH):
+            try:
+                async for batch in reader.batches({partition: span}):
+                    for record in batch:
+                        i = bisect.bisect_right(starts, record.offset) - 1
+                        in_a_range = i >= 0 and record.offset < ranges[i][1]
+                        if in_a_range and (not found or record.offset >= found[-1][1]):  # each offset once, in order
+                            append_offset(found, record.offset)
+            except ReadStalled as exc:
+                raise AuditError(str(exc)) from None
         return found
+
+
+def _spans(ranges: list[Range], read_through: int) -> list[Range]:
+    """Sorted, disjoint ranges joined where fewer than `read_through` offsets lie between them."""
+    spans: list[Range] = []
+    for start, stop in ranges:
+        if spans and start - spans[-1][1] <= read_through:
+            spans[-1] = (spans[-1][0], stop)
+        else:
+            spans.append((start, stop))
+    return spans
 
 
 # ------------------------------------------------------------------ audit

@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _dead_letters(settings, args) -> int:
-    from app.domain.dead_letters import describe, read_dead_letters, republish
+    from app.domain.dead_letters import describe
+    from app.ops.dead_letters import read_dead_letters, republish
 
     records = await read_dead_letters(settings.kafka_bootstrap_servers, settings.dead_letter_topic)
     if args.action == "list":

@@ -10,23 +10,24 @@ live path's sink. Both are idempotent: a second run changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from tqdm import tqdm
-
-import contextlib
 
 from app.ops import bulk_load
 from app.domain.commands import DecodeLimits
 from app.adapters.database import Database
+from app.ops.deferred_indexes import DEFERRED_INDEXES, defer_secondary_indexes, rebuild_deferred_indexes
 from app.domain.batch_plan import ConsumedMessage
 from app.domain.records import SourcePosition
 from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
 from app.domain.rfc3339 import InvalidTimestamp, parse_rfc3339
+from app.adapters.topic_reader import TopicReader
 from app.adapters.topics import topic_partitions
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ class ReplaySummary:
     invalid: int = 0
     failed: int = 0
     seconds: float = 0.0
-    partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [start, stop)
     events_already_recorded: int | None = None  # positions with a processed_events row already (bulk load only)
     groups: int | None = None  # partition groups (connections) of the bulk load
     indexes_built: list[str] = field(default_factory=list)  # secondary indexes built after the load
@@ -101,17 +101,6 @@ def _timestamp(option: str, text: str) -> datetime:
         raise ReplayError(f"{option} {text!r}: {exc}; use earliest/latest, offsets or RFC 3339") from None
 
 
-def _millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], moment: datetime,
-                      ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-    """First offset at or after `moment` per partition (the end when there is none)."""
-    found = await consumer.offsets_for_times({tp: _millis(moment) for tp in tps})
-    return {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
-
-
 async def replay(bootstrap_servers: str, topic: str, database: Database, start="earliest", stop="latest",
                  batch_size: int = BULK_BATCH_SIZE, progress: bool = True, limits: DecodeLimits = DecodeLimits(),
                  dead_letter_topic: str | None = None, connections: int = BULK_CONNECTIONS,
@@ -126,34 +115,28 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
     those of a topic it processed.
     """
     await database.migrate()
-    consumer = _consumer(bootstrap_servers, batch_size)
-    await consumer.start()
     summary = ReplaySummary()
     started = asyncio.get_running_loop().time()
     try:
         partitions = await topic_partitions(bootstrap_servers, topic)
         if not partitions:
             raise ReplayError(f"topic {topic!r} does not exist")
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        beginnings = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        if start == "earliest":
-            starts = dict(beginnings)
-        elif isinstance(start, dict):
-            unknown = set(start) - set(partitions)
-            if unknown:
-                raise ReplayError(f"--from names partitions {sorted(unknown)} that {topic} does not have")
-            starts = {tp: max(beginnings[tp], start.get(tp.partition, beginnings[tp])) for tp in tps}
-        else:
-            starts = await _offsets_at(consumer, tps, start, ends)
-        stops = dict(ends) if stop == "latest" else await _offsets_at(consumer, tps, stop, ends)
-        bounds = {tp: (starts[tp], stops[tp]) for tp in tps}
-        summary.partitions = {tp.partition: bounds[tp] for tp in tps}
-        await consumer.stop()  # the bulk loader reads with a consumer per partition group
+        unknown = set(start) - set(partitions) if isinstance(start, dict) else set()
+        if unknown:
+            raise ReplayError(f"--from names partitions {sorted(unknown)} that {topic} does not have")
+        async with TopicReader(bootstrap_servers, topic) as reader:  # the bulk loader has readers of its own
+            if start == "earliest":
+                starts = None
+            elif isinstance(start, dict):
+                starts = start
+            else:
+                starts = await reader.offsets_at(partitions, start)
+            stops = None if stop == "latest" else await reader.offsets_at(partitions, stop)
+            spans = await reader.bounds(partitions, starts, stops)
+        bounds = {TopicPartition(topic, p): span for p, span in spans.items()}
         deferred = []
         if defer_indexes:
-            deferred = await asyncio.to_thread(bulk_load.defer_secondary_indexes, database.url)
+            deferred = await asyncio.to_thread(defer_secondary_indexes, database.url)
             if deferred:
                 log.info("Empty target: secondary indexes %s are built after the load", ", ".join(deferred))
         try:
@@ -164,11 +147,11 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
         except BaseException:
             if deferred:
                 log.warning("The replay did not complete: secondary indexes %s stay dropped (listed in %s) until"
-                            " a replay completes; run it again", ", ".join(deferred), bulk_load.DEFERRED_INDEXES)
+                            " a replay completes; run it again", ", ".join(deferred), DEFERRED_INDEXES)
             raise
         # Also the indexes an interrupted replay deferred: this run completed what it left.
         building = asyncio.get_running_loop().time()
-        summary.indexes_built = await asyncio.to_thread(bulk_load.rebuild_deferred_indexes, database.url)
+        summary.indexes_built = await asyncio.to_thread(rebuild_deferred_indexes, database.url)
         summary.index_seconds = asyncio.get_running_loop().time() - building
         summary.events_read = counts.events
         summary.rows_inserted = counts.rows_inserted
@@ -176,9 +159,8 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
         summary.invalid = counts.invalid
         summary.failed = counts.failed
         summary.events_already_recorded = counts.events_already_recorded
-        summary.groups = len(bulk_load.partition_groups(tps, connections))
+        summary.groups = len(bulk_load.partition_groups(list(bounds), connections))
     finally:
-        await consumer.stop()
         summary.seconds = asyncio.get_running_loop().time() - started
     return summary
 
@@ -189,31 +171,24 @@ async def replay_ranges(bootstrap_servers: str, topic: str, database: Database,
                         dead_letter_topic: str | None = None) -> ReplaySummary:
     """Replay exactly the given [start, stop) ranges per partition (the audit's repair); idempotent."""
     await database.migrate()
-    consumer = _consumer(bootstrap_servers, batch_size)
-    await consumer.start()
     summary = ReplaySummary()
     started = asyncio.get_running_loop().time()
     ranges = {p: sorted(spans) for p, spans in ranges.items() if spans}
-    summary.partitions = {p: (spans[0][0], spans[-1][1]) for p, spans in ranges.items()}
     try:
         total = sum(stop - start for spans in ranges.values() for start, stop in spans)
-        async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
+        async with (_sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink,
+                    TopicReader(bootstrap_servers, topic, batch_size=batch_size) as reader):
             with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
                 # Round i replays the i-th range of every partition that has one.
                 for i in range(max(map(len, ranges.values()), default=0)):
-                    bounds = {TopicPartition(topic, p): spans[i] for p, spans in ranges.items() if i < len(spans)}
-                    consumer.assign(list(bounds))
-                    await _copy(consumer, topic, sink, bounds, summary, bar, batch_size)
+                    bounds = {p: spans[i] for p, spans in ranges.items() if i < len(spans)}
+                    async for records in reader.batches(bounds):
+                        messages = [ConsumedMessage(SourcePosition(topic, r.partition, r.offset), r.value, r.headers)
+                                    for r in records]
+                        await _write(sink, messages, summary, bar)
     finally:
-        await consumer.stop()
         summary.seconds = asyncio.get_running_loop().time() - started
     return summary
-
-
-def _consumer(bootstrap_servers: str, batch_size: int) -> AIOKafkaConsumer:
-    # No group_id: explicit assignment, nothing committed, the live group untouched.
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                            auto_offset_reset="earliest", max_poll_records=batch_size)
 
 
 @contextlib.asynccontextmanager
@@ -237,33 +212,15 @@ async def _sink(bootstrap_servers: str, topic: str, database: Database, limits: 
         await producer.stop()
 
 
-async def _copy(consumer: AIOKafkaConsumer, topic: str, sink: TimestampSink,
-                bounds: dict[TopicPartition, tuple[int, int]], summary: ReplaySummary, bar,
-                batch_size: int) -> None:
-    """Write [start, stop) of each assigned partition in `bounds` to `database`, a batch at a time."""
-    for tp, (start, _) in bounds.items():
-        consumer.seek(tp, start)
-    remaining = {tp: stop for tp, (start, stop) in bounds.items() if start < stop}
-    while remaining:
-        fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size)
-        messages = [
-            ConsumedMessage(SourcePosition(topic, tp.partition, record.offset), record.value, record.headers)
-            for tp, records in fetched.items()
-            for record in records
-            if record.offset < remaining.get(tp, -1)
-        ]
-        for tp in list(remaining):
-            if await consumer.position(tp) >= remaining[tp]:
-                del remaining[tp]
-        if not messages:
-            continue
-        outcome = await sink.write(messages)
-        summary.events_read += len(messages)
-        summary.rows_inserted += outcome.inserted
-        summary.invalid += outcome.invalid
-        summary.failed += outcome.failed
-        summary.rows_already_present += len(messages) - outcome.inserted - outcome.invalid - outcome.failed
-        bar.update(len(messages))
+async def _write(sink: TimestampSink, messages: list[ConsumedMessage], summary: ReplaySummary, bar) -> None:
+    """Write a batch through the live path's sink, and count it."""
+    outcome = await sink.write(messages)
+    summary.events_read += len(messages)
+    summary.rows_inserted += outcome.inserted
+    summary.invalid += outcome.invalid
+    summary.failed += outcome.failed
+    summary.rows_already_present += len(messages) - outcome.inserted - outcome.invalid - outcome.failed
+    bar.update(len(messages))
 
 
 async def rebuild_table(bootstrap_servers: str, changelog_topic: str, database: Database,

@@ -254,7 +254,8 @@ async def test_a_failing_audit_logs_one_line_and_never_stops_the_worker(workers,
 
 async def test_repair_processes_a_poison_message_in_a_gap_as_the_live_path_does(workers, namespace,
                                                                                   bootstrap_servers):
-    from app.domain.dead_letters import describe, read_dead_letters
+    from app.domain.dead_letters import describe
+    from app.ops.dead_letters import read_dead_letters
 
     await namespace.create_topic()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")

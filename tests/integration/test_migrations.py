@@ -33,3 +33,18 @@ def test_processed_events_accepts_the_failed_status_and_nothing_unknown(namespac
     assert namespace.query(insert, (1, "failed")) == [("failed",)]
     with pytest.raises(psycopg2.errors.CheckViolation):
         namespace.query(insert, (2, "lost"))
+
+
+def test_the_column_spec_is_what_the_migrations_create(namespace):
+    from app.adapters.schema import EVENTS, RECORDS
+
+    apply_migrations(namespace.database_url)
+    for table in (RECORDS, EVENTS):
+        columns = namespace.query(
+            "SELECT column_name, format_type(atttypid, atttypmod) FROM information_schema.columns"
+            " JOIN pg_attribute ON attrelid = %s::regclass AND attname = column_name"
+            " WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+            (table.name, table.name))
+        aliases = {"timestamp with time zone": "timestamptz"}
+        assert [(name, aliases.get(type_, type_)) for name, type_ in columns] == [
+            (c.name, c.sql_type) for c in table.columns]

@@ -140,7 +140,7 @@ class FakeConsumer:
         self.seeks.append(offset)
         self.pos = offset
 
-    async def getmany(self, tp, timeout_ms: int):
+    async def getmany(self, tp, timeout_ms: int, max_records: int | None = None):
         if self.stuck:
             return {}
         records = [o for o in self.offsets if o >= self.pos][: self.batch]
