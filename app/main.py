@@ -59,7 +59,7 @@ command_topic = _bytes_topic(settings.command_topic)
 dead_letter_topic = _bytes_topic(settings.dead_letter_topic)
 
 # Tables, agents and views register themselves on `app` when imported (they import it from here).
-from tables.timestamps_by_id import timestamps_by_id  # noqa: E402
+import tables.timestamps_by_id  # noqa: E402  the query table
 import agents.persist_timestamps  # noqa: E402,F401  command_topic -> PostgreSQL, the table, dead letters
 import agents.audit_offsets  # noqa: E402,F401  a timer: Kafka offsets against processed_events
 import web.timestamp_views  # noqa: E402,F401  POST -> command_topic; GET <- timestamps_by_id
@@ -68,4 +68,4 @@ import web.health  # noqa: E402,F401  liveness and readiness probes
 import web.metrics_view  # noqa: E402,F401  /metrics
 import web.openapi_view  # noqa: E402,F401  /openapi.json
 
-metrics.collect_pipeline_metrics(app, settings.command_topic, timestamps_by_id)
+metrics.collect_pipeline_metrics(app, settings.command_topic, tables.timestamps_by_id.timestamps_by_id)
