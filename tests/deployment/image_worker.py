@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.local.processes import cmdline
 from tests.deployment.tools import IMAGE, buildah, image_config
 
 DATA_DIR = "/var/lib/timestamp-pipeline"
@@ -43,14 +44,6 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def ids(pid: int) -> tuple[list[int], list[int]]:
