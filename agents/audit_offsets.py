@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app.ops import audit
-from app.observability import metrics
 from app.main import app
+from app.observability import metrics
+from app.ops import audit
 from app.services import database
 from app.settings import settings
 

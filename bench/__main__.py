@@ -43,8 +43,8 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.settings import SETTINGS
 from app.adapters.topics import ensure_topic
+from app.settings import SETTINGS
 from bench import report
 from bench.ceilings import BATCH, drop_database, fresh_database, produce, raw_consume, raw_insert
 from bench.http_load import measure_http

@@ -30,8 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.adapters.database import Database  # noqa: E402
-from app.ops.replay import replay  # noqa: E402
 from app.adapters.topics import ensure_topic  # noqa: E402
+from app.ops.replay import replay  # noqa: E402
 from bench.ceilings import delete_topic, drop_database, fresh_database, produce, raw_consume, raw_insert  # noqa: E402
 
 TARGET_SECONDS_PER_MILLION = 60.0

@@ -53,13 +53,13 @@ from aiokafka.partitioner import DefaultPartitioner
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import deploy.local as stack  # noqa: E402
+from app.adapters.database import Database  # noqa: E402
+from app.adapters.topics import ensure_topic  # noqa: E402
+from app.domain.dead_letters import PROCESSING_ERROR, describe  # noqa: E402
 from app.ops.audit import KafkaView, isolation_level  # noqa: E402
 from app.ops.audit import audit as offset_audit  # noqa: E402
-from app.adapters.database import Database  # noqa: E402
-from app.domain.dead_letters import PROCESSING_ERROR, describe  # noqa: E402
 from app.ops.dead_letters import read_dead_letters  # noqa: E402
-from app.adapters.topics import ensure_topic  # noqa: E402
-import deploy.local as stack  # noqa: E402
 from tests.worker_process import FaultyWorker, Worker  # noqa: E402
 
 TOPIC = "chaos.timestamp.command.v1"

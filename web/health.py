@@ -7,9 +7,9 @@ import asyncio
 from faust.web import Request, Response, View
 
 from app.faust_compat import fixes as faust_fixes
-from app.sink.circuit_breaker import State
 from app.main import app
 from app.services import database, database_breaker
+from app.sink.circuit_breaker import State
 
 CHECK_TIMEOUT_SECONDS = 2.0
 

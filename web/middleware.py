@@ -12,12 +12,17 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from web import auth
+from app.domain.correlation import (
+    HTTP_HEADERS,
+    InvalidCorrelationId,
+    log_context,
+    new_correlation_id,
+    validate_correlation_id,
+)
 from app.observability import metrics
-from app.domain.correlation import HTTP_HEADERS, InvalidCorrelationId, new_correlation_id, validate_correlation_id
-from app.domain.correlation import log_context
-from app.settings import SettingsError, settings
 from app.observability.tracing import tracer
+from app.settings import SettingsError, settings
+from web import auth
 
 log = logging.getLogger(__name__)
 try:

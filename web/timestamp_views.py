@@ -10,17 +10,17 @@ from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from opentelemetry.trace import SpanKind
 
+from app.adapters.publisher import PublisherOverloaded
 from app.domain import idempotency
-from app.observability import metrics
 from app.domain.commands import encode_command
 from app.domain.correlation import correlation_id
-from app.main import app, command_topic
-from app.services import command_publisher, database
-from app.adapters.publisher import PublisherOverloaded
-from app.settings import settings
-from app.faust_compat.routing import OwnerUnknown, answer_from_owner
 from app.domain.rfc3339 import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
+from app.faust_compat.routing import OwnerUnknown, answer_from_owner
+from app.main import app, command_topic
+from app.observability import metrics
 from app.observability.tracing import inject_headers, tracer
+from app.services import command_publisher, database
+from app.settings import settings
 from tables.timestamps_by_id import timestamps_by_id
 from web.middleware import json_error, overloaded
 

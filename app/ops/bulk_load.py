@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
+from app.adapters.topic_reader import TopicReader
+from app.domain.batch_plan import BatchPlan, ConsumedMessage, plan_batch
 from app.domain.commands import DecodeLimits
 from app.domain.dead_letters import dead_letter
-from app.domain.batch_plan import BatchPlan, ConsumedMessage, plan_batch
 from app.domain.records import SourcePosition, Status
-from app.sink.timestamp_sink import TimestampSink, _log_skipped
-from app.ops.staging import StageWriter, positions_present, stage_rows
 from app.domain.rfc3339 import utc_now
-from app.adapters.topic_reader import TopicReader
+from app.ops.staging import StageWriter, positions_present, stage_rows
+from app.sink.timestamp_sink import TimestampSink, _log_skipped
 
 log = logging.getLogger(__name__)
 

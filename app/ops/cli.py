@@ -21,7 +21,6 @@ import logging
 import os
 import sys
 
-
 BULK_BATCH_SIZE, BULK_CONNECTIONS = 5000, 2  # app.replay's defaults (not imported: --help stays light)
 
 
@@ -159,9 +158,9 @@ async def _audit(settings, args, database) -> int:
     import psycopg2
     from aiokafka.errors import KafkaError
 
+    from app.adapters.topics import topic_partitions
     from app.ops.audit import AuditError, KafkaView, audit, isolation_level
     from app.ops.replay import replay_ranges
-    from app.adapters.topics import topic_partitions
 
     topic, group = args.topic or settings.command_topic, args.group or settings.app_id
     try:

@@ -19,16 +19,16 @@ from datetime import datetime
 from aiokafka import AIOKafkaProducer, TopicPartition
 from tqdm import tqdm
 
-from app.ops import bulk_load
-from app.domain.commands import DecodeLimits
 from app.adapters.database import Database
-from app.ops.deferred_indexes import DEFERRED_INDEXES, defer_secondary_indexes, rebuild_deferred_indexes
-from app.domain.batch_plan import ConsumedMessage
-from app.domain.records import SourcePosition
-from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
-from app.domain.rfc3339 import InvalidTimestamp, parse_rfc3339
 from app.adapters.topic_reader import TopicReader
 from app.adapters.topics import topic_partitions
+from app.domain.batch_plan import ConsumedMessage
+from app.domain.commands import DecodeLimits
+from app.domain.records import SourcePosition
+from app.domain.rfc3339 import InvalidTimestamp, parse_rfc3339
+from app.ops import bulk_load
+from app.ops.deferred_indexes import DEFERRED_INDEXES, defer_secondary_indexes, rebuild_deferred_indexes
+from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
 
 log = logging.getLogger(__name__)
 

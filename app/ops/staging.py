@@ -29,9 +29,9 @@ import psycopg2.extensions
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from app.adapters.database import is_transient
+from app.adapters.schema import EVENTS, RECORD_ONLY, RECORDS, column_list
 from app.domain.batch_plan import BatchPlan, ConsumedMessage
 from app.domain.records import Status
-from app.adapters.schema import EVENTS, RECORD_ONLY, RECORDS, column_list
 
 log = logging.getLogger(__name__)
 

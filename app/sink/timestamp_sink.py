@@ -29,17 +29,17 @@ from typing import Awaitable, Callable, Sequence
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, wait_exponential
 
-from app.observability import metrics
-from app.domain.commands import DecodeLimits
 from app.adapters.database import Database, is_transient
-from app.domain.dead_letters import DeadLetter, dead_letter
 from app.domain.batch_plan import BatchPlan, ConsumedMessage, failed_event, plan_batch, unique_positions
+from app.domain.commands import DecodeLimits
 from app.domain.correlation import log_context
+from app.domain.dead_letters import DeadLetter, dead_letter
 from app.domain.records import Status, TimestampRecord
+from app.domain.rfc3339 import utc_now
+from app.observability import metrics
+from app.observability.tracing import database_write_span, start_processing_spans
 from app.sink.circuit_breaker import CircuitBreaker
 from app.sink.circuit_breaker import State as BreakerState
-from app.domain.rfc3339 import utc_now
-from app.observability.tracing import database_write_span, start_processing_spans
 
 log = logging.getLogger(__name__)
 

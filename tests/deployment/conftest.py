@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.deployment import tools
+
 # The image tests run workers against the local stack, with the integration
 # tests' per-test topic, consumer group and database.
 from tests.integration.conftest import bootstrap_servers, http, namespace, server_url  # noqa: F401
-from tests.deployment import tools
-
 
 REPORT: list[str] = []
 

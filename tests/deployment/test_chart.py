@@ -9,9 +9,9 @@ deploy/tools/versions.env.
 from __future__ import annotations
 
 import copy
-import shutil
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest

@@ -8,7 +8,6 @@ import sys
 import uuid
 
 from app.domain.dead_letters import describe
-
 from app.ops.dead_letters import read_dead_letters
 from tests.integration.conftest import wait_until
 from tests.worker_process import REPO

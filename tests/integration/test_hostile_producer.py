@@ -14,7 +14,6 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from app.domain.dead_letters import describe
-
 from app.ops.dead_letters import read_dead_letters
 from tests.integration.conftest import topic_end_offsets, wait_until
 from tests.integration.test_agent_crash import assert_no_commit_past_a_missing_row

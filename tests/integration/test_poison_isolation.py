@@ -5,11 +5,9 @@ Faults are injected by tests/faulty_worker.py (test-only). Shutdown is bounded i
 
 from __future__ import annotations
 
-
 import pytest
 
 from app.domain.dead_letters import describe
-
 from app.ops.dead_letters import read_dead_letters
 from tests.integration.conftest import committed_offsets, offsets_without_rows, wait_until
 from tests.integration.test_agent_crash import assert_no_commit_past_a_missing_row, produce_commands

@@ -6,7 +6,15 @@ import pytest
 
 from app.observability import metrics
 from app.ops.audit import (
-    AuditError, AuditReport, KafkaView, PartitionAudit, append_offset, gaps, isolation_level, missing_ranges, runs,
+    AuditError,
+    AuditReport,
+    KafkaView,
+    PartitionAudit,
+    append_offset,
+    gaps,
+    isolation_level,
+    missing_ranges,
+    runs,
     window,
 )
 

@@ -8,12 +8,13 @@ from datetime import datetime, timezone
 import psycopg2
 from aiokafka import TopicPartition
 
+from app.domain.batch_plan import ConsumedMessage, plan_batch
+from app.domain.commands import encode_command
+from app.domain.records import SourcePosition
 from app.ops import bulk_load
 from app.ops.cli import BULK_BATCH_SIZE, BULK_CONNECTIONS
-from app.domain.commands import encode_command
-from app.domain.batch_plan import ConsumedMessage, plan_batch
-from app.domain.records import SourcePosition
-from app.ops.replay import BULK_BATCH_SIZE as REPLAY_BATCH_SIZE, BULK_CONNECTIONS as REPLAY_CONNECTIONS
+from app.ops.replay import BULK_BATCH_SIZE as REPLAY_BATCH_SIZE
+from app.ops.replay import BULK_CONNECTIONS as REPLAY_CONNECTIONS
 from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
 from tests.unit.test_sink import FakeDatabase
 

@@ -1,7 +1,7 @@
 import psycopg2
 
-from app.sink.circuit_breaker import CircuitBreaker, State
 from app.adapters.database import Database
+from app.sink.circuit_breaker import CircuitBreaker, State
 from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
 
 

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from app.domain.commands import encode_command
 from app.domain.batch_plan import ConsumedMessage, plan_batch
+from app.domain.commands import encode_command
 from app.domain.records import SourcePosition, TimestampRecord
 from app.domain.rfc3339 import parse_rfc3339, utc_now
 

@@ -14,8 +14,8 @@ import logging
 import pytest
 from aiohttp import web
 
-from web.middleware import MAX_HEADER_BYTES, MAX_LINE_BYTES, WEB_APPLICATION_OPTIONS
 from tests.unit.local_server import served
+from web.middleware import MAX_HEADER_BYTES, MAX_LINE_BYTES, WEB_APPLICATION_OPTIONS
 
 
 async def raw_request(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:

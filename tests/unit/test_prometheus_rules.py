@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.promtool import promtool_path
-
 from tests.metric_names import (
     DASHBOARD,
     RULES,
@@ -24,6 +22,7 @@ from tests.metric_names import (
     referenced_metric_names,
     rule_expressions,
 )
+from tests.promtool import promtool_path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"

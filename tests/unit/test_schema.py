@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from app.domain.commands import encode_command
-from app.domain.batch_plan import ConsumedMessage, plan_batch
-from app.domain.records import SourcePosition
 from app.adapters.schema import EVENTS, RECORDS, event_of_record
+from app.domain.batch_plan import ConsumedMessage, plan_batch
+from app.domain.commands import encode_command
+from app.domain.records import SourcePosition
 from app.ops.staging import STAGE_COLUMNS, stage_rows
 from tests.unit.test_bulk_load import copy_fields
 

@@ -16,9 +16,9 @@ import pytest
 from aiohttp import web
 
 from app.observability import metrics
+from tests.unit.local_server import served
 from web import middleware
 from web.middleware import WEB_APPLICATION_OPTIONS
-from tests.unit.local_server import served
 
 BLOCK_SECONDS = 0.5
 

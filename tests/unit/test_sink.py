@@ -9,13 +9,13 @@ import psycopg2
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
+from app.domain.batch_plan import ConsumedMessage
 from app.domain.commands import encode_command
 from app.domain.dead_letters import describe
-from app.domain.batch_plan import ConsumedMessage
-from app.faust_compat.fixes import ManualAckStream
 from app.domain.records import SourcePosition
-from app.sink.timestamp_sink import TimestampSink
 from app.domain.rfc3339 import utc_now
+from app.faust_compat.fixes import ManualAckStream
+from app.sink.timestamp_sink import TimestampSink
 
 
 class FakeDatabase:
