@@ -347,7 +347,7 @@ def test_values_schema_knows_every_setting():
 
 
 def test_rules_reference_metrics_the_code_defines(everything):
-    source = (ROOT / "app" / "metrics.py").read_text()
+    source = (ROOT / "app" / "observability" / "metrics.py").read_text()
     defined = {f"timestamp_{name}" for name in re.findall(r'f"\{PREFIX\}_(\w+)"', source)}
     rendered_rules = tools.CHART / "files" / "prometheus-rules.yml"
     referenced = set().union(*(metric_names(expr) for expr in rule_expressions(rendered_rules)))
