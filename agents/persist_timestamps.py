@@ -28,7 +28,8 @@ async def persist_timestamps(stream):
     writer = TimestampSink(database, send_dead_letters, table.update, settings.command_topic,
                            settings.decode_limits, settings.database_retry_max_seconds, database_breaker)
     try:
-        async with BatchingSink(writer, ack=stream.ack, on_acked=stalls.progressed) as sink:
+        async with BatchingSink(writer, ack=stream.ack, on_writing=stalls.writing,
+                                on_acked=stalls.progressed) as sink:
             async for events in stream.noack_take(settings.batch_size, within=settings.batch_max_wait_seconds):
                 await sink.submit(events)
     finally:

@@ -24,13 +24,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must be zero or more")
-    return value
-
-
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -171,8 +164,8 @@ class Settings:
         "10", _positive_float,
         "Timeout of one PostgreSQL operation (connect or statement).")
     database_retry_max_seconds: float = _setting(
-        "30", _non_negative_float,
-        "Longest back-off between retries of a failed batch write.")
+        "30", _positive_float,
+        "Longest back-off between retries of a failed write (PostgreSQL, Kafka) or of the start-up migrations.")
     circuit_breaker_failures: int = _setting(
         "5", _positive_int,
         "Consecutive failed batch writes that open the PostgreSQL circuit breaker.")

@@ -1,8 +1,9 @@
 """Replay throughput against ceilings measured in the same run.
 
-    make bench                  # 50,000 events
-    make bench EVENTS=200000
-    make bench EVENTS=1000000   # the disaster-recovery target: under 60 s
+    python bench/replay_bench.py                   # 50,000 events (with .stack/env sourced)
+    python bench/replay_bench.py --events 1000000  # the disaster-recovery target: under 60 s
+
+`make bench` runs its `measure_replay` as one section of the live bench.
 
 Against the local stack (.stack/env): produces EVENTS seed-format messages to a
 fresh topic, then measures

@@ -56,7 +56,6 @@ class Table:
 
     def __init__(self, name: str, row_type: type, columns: Sequence[Column]) -> None:
         self.name = name
-        self.row_type = row_type
         self.columns = tuple(columns)
         self.written = tuple(c for c in self.columns if c.written)
         self._by_name = {c.name: c for c in self.columns}

@@ -141,14 +141,13 @@ class TopicReader:
                 yield batch
 
 
-async def read_topic(bootstrap_servers: str, topic: str, starts: dict[int, int] | None = None,
-                     batch_size: int = 1000) -> AsyncIterator[list[ConsumerRecord]]:
-    """Batches of every partition of `topic`, from `starts` (the beginning by default) up to the end
-    offsets as of the call; nothing when the topic does not exist."""
+async def read_topic(bootstrap_servers: str, topic: str) -> AsyncIterator[list[ConsumerRecord]]:
+    """Batches of every partition of `topic`, from its beginning up to the end offsets as of the call;
+    nothing when the topic does not exist."""
     partitions = await topic_partitions(bootstrap_servers, topic)
     if not partitions:
         return
-    async with TopicReader(bootstrap_servers, topic, batch_size=batch_size) as reader:
-        bounds = await reader.bounds(partitions, starts)
+    async with TopicReader(bootstrap_servers, topic) as reader:
+        bounds = await reader.bounds(partitions)
         async for batch in reader.batches(bounds):
             yield batch

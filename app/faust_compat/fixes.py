@@ -19,7 +19,7 @@ one a worker uses, and the worker logs it at start.
    is acknowledged (after a re-read), the commit moves past all of them. Both
    iterators do this (the Cython one in `after()`, the Python one in the
    `finally` of `_py_aiter`). With `enable_acks` pinned to False only
-   `stream.ack(event)` acknowledges, and the agent calls it after the commit.
+   `stream.ack(event)` acknowledges, and BatchingSink (app/sink/) calls it after the write.
    (faust-streaming/faust#315, robinhood/faust#604.)
 
 1. Skipped messages are acknowledged. During a rebalance the Python iterator

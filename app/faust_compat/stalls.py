@@ -25,9 +25,16 @@ class StallDetector:
     def __init__(self, idle_seconds: float) -> None:
         self.idle_seconds = idle_seconds
         self.last_progress = time.monotonic()
+        self._writing = False
         self._seen: dict = {}
 
+    def writing(self) -> None:
+        """A batch is being written: not idle however long it takes (PostgreSQL away, say)."""
+        self._writing = True
+
     def progressed(self) -> None:
+        """A batch was written and acknowledged."""
+        self._writing = False
         self.last_progress = time.monotonic()
 
     def reset(self) -> None:
@@ -37,7 +44,7 @@ class StallDetector:
 
     def stalled(self, committed: dict, ends: dict) -> dict:
         """tp -> committed offset to seek back to."""
-        idle = time.monotonic() - self.last_progress >= self.idle_seconds
+        idle = not self._writing and time.monotonic() - self.last_progress >= self.idle_seconds
         stalled = {
             tp: offset for tp, offset in committed.items()
             if idle and offset is not None and ends.get(tp, 0) > offset and self._seen.get(tp) == offset

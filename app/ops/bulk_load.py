@@ -33,11 +33,10 @@ from aiokafka import TopicPartition
 from app.adapters.topic_reader import TopicReader
 from app.domain.batch_plan import BatchPlan, ConsumedMessage, plan_batch
 from app.domain.commands import DecodeLimits
-from app.domain.dead_letters import dead_letter
 from app.domain.records import SourcePosition, Status
 from app.domain.rfc3339 import utc_now
 from app.ops.staging import StageWriter, positions_present, stage_rows
-from app.sink.timestamp_sink import TimestampSink, _log_skipped
+from app.sink.timestamp_sink import TimestampSink
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,6 @@ class GroupLoad:
     batch_size: int
     bar: object
     counts: BulkCounts = field(default_factory=BulkCounts)
-    send_dead_letters: bool = False
 
     async def run(self) -> BulkCounts:
         if all(start >= stop for start, stop in self.bounds.values()):
@@ -98,9 +96,6 @@ class GroupLoad:
                     messages = [ConsumedMessage(SourcePosition(self.topic, r.partition, r.offset), r.value, r.headers)
                                 for r in records]
                     plan = plan_batch(messages, processed_at=utc_now(), limits=self.limits)
-                    _log_skipped(plan)
-                    if self.send_dead_letters:
-                        await self._dead_letters(messages, plan)
                     rows = stage_rows(plan)
                     if pending is not None:
                         await pending  # batches of a group are written in order
@@ -115,12 +110,6 @@ class GroupLoad:
                         await pending
         return self.counts
 
-    async def _dead_letters(self, messages: list[ConsumedMessage], plan: BatchPlan) -> None:
-        """As the live sink: the invalid messages' dead letters, sent before their rows are written."""
-        by_position = {m.source: m for m in messages}
-        invalid = [e for e in plan.skipped if e.status == Status.INVALID]
-        await self.sink.send_dead_letters([dead_letter(by_position[e.source], e) for e in invalid])
-
     async def _write(self, messages: list[ConsumedMessage], plan: BatchPlan, rows: str) -> None:
         invalid = sum(1 for e in plan.skipped if e.status == Status.INVALID)
         batch = BulkCounts(events=len(messages), invalid=invalid)
@@ -134,6 +123,9 @@ class GroupLoad:
             inserted, batch.invalid, batch.failed = outcome.inserted, outcome.invalid, outcome.failed
             batch.isolated_batches = 1
         else:
+            # After the rows, so that the fallback above (whose sink dead-letters
+            # them itself) does not send them twice; a re-run sends them again anyway.
+            await self.sink.dead_letter_invalid(messages, plan)
             batch.events_already_recorded = len(messages) - logged
         batch.rows_inserted = inserted
         batch.rows_already_present = len(messages) - inserted - batch.invalid - batch.failed
@@ -142,8 +134,7 @@ class GroupLoad:
 
 
 async def load(bootstrap_servers: str, topic: str, database_url: str, bounds: Bounds, sink: TimestampSink,
-               *, connections: int, batch_size: int, limits: DecodeLimits, send_dead_letters: bool,
-               progress: bool) -> BulkCounts:
+               *, connections: int, batch_size: int, limits: DecodeLimits, progress: bool) -> BulkCounts:
     """Replay `bounds` into the database with `connections` partition groups in parallel."""
     from tqdm import tqdm
 
@@ -156,7 +147,7 @@ async def load(bootstrap_servers: str, topic: str, database_url: str, bounds: Bo
     ]
     loads = [
         GroupLoad(bootstrap_servers, topic, {tp: bounds[tp] for tp in group}, writer, sink, limits, batch_size,
-                  bar, send_dead_letters=send_dead_letters)
+                  bar)
         for group, writer, bar in zip(groups, writers, bars)
     ]
     total = BulkCounts()

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-BULK_BATCH_SIZE, BULK_CONNECTIONS = 5000, 2  # app.replay's defaults (not imported: --help stays light)
+BULK_BATCH_SIZE, BULK_CONNECTIONS = 5000, 2  # app.ops.replay's defaults (not imported: --help stays light)
 
 
 def _parser() -> argparse.ArgumentParser:

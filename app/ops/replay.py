@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -143,7 +142,7 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
             async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
                 counts = await bulk_load.load(bootstrap_servers, topic, database.url, bounds, sink,
                                               connections=connections, batch_size=batch_size, limits=limits,
-                                              send_dead_letters=dead_letter_topic is not None, progress=progress)
+                                              progress=progress)
         except BaseException:
             if deferred:
                 log.warning("The replay did not complete: secondary indexes %s stay dropped (listed in %s) until"
@@ -238,7 +237,7 @@ async def rebuild_table(bootstrap_servers: str, changelog_topic: str, database: 
         with tqdm(unit="record", disable=not progress, desc=f"rebuild {changelog_topic}") as bar:
             async for records in database.iter_records(batch_size):
                 await asyncio.gather(*[
-                    await producer.send(changelog_topic, key=str(r.id).encode(), value=json.dumps(r.as_view()).encode())
+                    await producer.send(changelog_topic, key=str(r.id).encode(), value=r.as_json())
                     for r in records
                 ])
                 written += len(records)

@@ -210,11 +210,6 @@ def _log_retry(state) -> None:
                 state.outcome.exception())
 
 
-def _log_retry(state) -> None:
-    log.warning("Replay batch write failed (attempt %d), retrying: %r", state.attempt_number,
-                state.outcome.exception())
-
-
 def positions_present(conn, topic: str, messages: list[ConsumedMessage]) -> int:
     """How many of the messages' positions already have a processed_events row (one query)."""
     try:

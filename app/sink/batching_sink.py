@@ -28,10 +28,12 @@ class BatchingSink:
     """
 
     def __init__(self, writer: TimestampSink, ack: Callable[[object], Awaitable],
-                 on_acked: Callable[[], None] = lambda: None) -> None:
+                 on_writing: Callable[[], None] = lambda: None, on_acked: Callable[[], None] = lambda: None) -> None:
         self.writer = writer
         self._ack = ack
+        self._on_writing = on_writing
         self._on_acked = on_acked
+        self._writing = False
         self._behind = WriteBehind(self._write_and_ack)
         self._trials: asyncio.Task | None = None
 
@@ -52,15 +54,19 @@ class BatchingSink:
         await self._behind.submit(list(events))
 
     async def _write_and_ack(self, events: list) -> None:
+        self._writing = True
+        self._on_writing()
         await self.writer.write([consumed(event) for event in events])
         for event in events:
             await self._ack(event)
+        self._writing = False
         self._on_acked()
 
     async def _keep_trialling_breaker(self) -> None:
         while True:
             await asyncio.sleep(BREAKER_TRIAL_INTERVAL_SECONDS)
-            await self.writer.try_half_open_breaker()
+            if not self._writing:  # a write is the trial then
+                await self.writer.try_half_open_breaker()
 
 
 def consumed(event) -> ConsumedMessage:

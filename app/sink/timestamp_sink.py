@@ -125,18 +125,15 @@ class TimestampSink:
 
     async def _write_once(self, messages: list[ConsumedMessage], spans, outcome: BatchOutcome) -> None:
         plan = plan_batch(messages, processed_at=utc_now(), limits=self.limits)
-        _log_skipped(plan)
-        by_position = {m.source: m for m in messages}
-        invalid = [e for e in plan.skipped if e.status == Status.INVALID]
-        await self.send_dead_letters([dead_letter(by_position[e.source], e) for e in invalid])
+        invalid = await self.dead_letter_invalid(messages, plan)
         with database_write_span(spans):
             started = time.monotonic()
             inserted = await self.persist(plan)
             metrics.db_write_duration.observe(time.monotonic() - started)
-        await self._retry_kafka(self._update_table, plan.records, inserted)
+        await self._retry_outage(self._update_table, plan.records, inserted)
         _record_outcomes(plan, inserted)
         outcome.inserted += len(inserted)
-        outcome.invalid += len(invalid)
+        outcome.invalid += invalid
 
     async def _fail(self, message: ConsumedMessage, error: Exception) -> None:
         """Dead-letter a message whose processing raised, and record it as failed."""
@@ -197,6 +194,14 @@ class TimestampSink:
             return
         self.breaker.record_success()
 
+    async def dead_letter_invalid(self, messages: Sequence[ConsumedMessage], plan: BatchPlan) -> int:
+        """Log the plan's skipped messages and dead-letter the invalid ones; returns how many were invalid."""
+        _log_skipped(plan)
+        by_position = {m.source: m for m in messages}
+        invalid = [e for e in plan.skipped if e.status == Status.INVALID]
+        await self.send_dead_letters([dead_letter(by_position[e.source], e) for e in invalid])
+        return len(invalid)
+
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Send and wait for the broker, retrying while Kafka is unreachable.
 
@@ -217,12 +222,16 @@ class TimestampSink:
         metrics.dead_letters.inc(len(letters))
 
     async def _send_retrying(self, letters: Sequence[DeadLetter]) -> None:
-        await self._retry_kafka(self._send_dead_letters, letters)
+        await self._retry_outage(self._send_dead_letters, letters)
 
-    async def _retry_kafka(self, write: Callable[..., Awaitable[None]], *args) -> None:
-        """A write to Kafka (dead letters, the table's changelog), retried while the broker is unreachable."""
+    async def _retry_outage(self, write: Callable[..., Awaitable[None]], *args) -> None:
+        """A write to Kafka (dead letters, the table's changelog), retried while the broker is unreachable.
+
+        Also while PostgreSQL is: the table update reads the records it lacks
+        from it, and an outage there is no message's fault (not to be isolated).
+        """
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_kafka_outage),
+            retry=retry_if_exception(lambda exc: is_kafka_outage(exc) or is_transient(exc)),
             wait=wait_exponential(multiplier=0.2, max=self.retry_max_seconds),
             before_sleep=_log_kafka_retry,
         ):
@@ -261,5 +270,5 @@ def _log_database_retry(state) -> None:
 
 
 def _log_kafka_retry(state) -> None:
-    log.warning("Writing to Kafka failed (attempt %d), retrying: %r",
+    log.warning("Writing to Kafka (or reading PostgreSQL for the table) failed (attempt %d), retrying: %r",
                 state.attempt_number, state.outcome.exception())

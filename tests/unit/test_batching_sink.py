@@ -73,3 +73,20 @@ async def test_an_idle_sink_gives_the_half_open_breaker_its_trials(monkeypatch):
     async with BatchingSink(writer, ack=ack):
         await asyncio.sleep(0.1)
     assert writer.trials >= 2
+
+
+async def test_no_ping_trials_while_a_batch_is_being_written(monkeypatch):
+    monkeypatch.setattr("app.sink.batching_sink.BREAKER_TRIAL_INTERVAL_SECONDS", 0.01)
+    writer, writing = GatedWriter(), []
+
+    async def ack(e) -> None:
+        pass
+
+    async with BatchingSink(writer, ack=ack, on_writing=lambda: writing.append(True)) as sink:
+        await sink.submit([event(0)])
+        await asyncio.sleep(0.1)  # the write is held: its own attempt is the trial
+        assert writing == [True]
+        assert writer.trials == 0
+        writer.release.set()
+        await asyncio.sleep(0.1)
+    assert writer.trials >= 2

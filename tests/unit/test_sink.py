@@ -138,3 +138,22 @@ def test_the_stream_never_turns_automatic_acks_on():
     assert isinstance(stream, ManualAckStream) and stream.enable_acks is False
     stream.enable_acks = True  # what take()/noack_take() restore in their finally
     assert stream.enable_acks is False
+
+
+async def test_postgresql_away_while_the_table_reads_records_is_retried_not_dead_lettered():
+    batch = messages(6)
+    database, letters, reads = FakeDatabase(), [], []
+
+    async def send(sent):
+        letters.extend(sent)
+
+    async def update_table(records, inserted):
+        reads.append(len(records))
+        if len(reads) == 1:  # the table's look-up of records it lacks hits a restarting server
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    outcome = await TimestampSink(database, send, update_table, "t", retry_max_seconds=0).write(batch)
+    assert reads == [6, 6]
+    assert letters == []
+    assert outcome.failed == 0
+    assert len(database.records) == 6

@@ -24,3 +24,12 @@ def test_after_a_reset_a_stall_must_be_seen_anew():
     stalls.reset()  # a rebalance happened: offsets seen before it prove nothing
     assert stalls.stalled({"p0": 0}, {"p0": 8}) == {}
     assert stalls.stalled({"p0": 0}, {"p0": 8}) == {"p0": 0}
+
+
+def test_a_batch_being_written_is_no_stall_however_long_it_takes():
+    stalls = StallDetector(idle_seconds=0)
+    stalls.writing()  # PostgreSQL away: the batch waits, offsets stay put
+    stalls.stalled({"p0": 5}, {"p0": 8})
+    assert stalls.stalled({"p0": 5}, {"p0": 8}) == {}
+    stalls.progressed()
+    assert stalls.stalled({"p0": 5}, {"p0": 8}) == {"p0": 5}
