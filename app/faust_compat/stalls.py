@@ -28,13 +28,12 @@ class StallDetector:
         self._writing = False
         self._seen: dict = {}
 
-    def writing(self) -> None:
-        """A batch is being written: not idle however long it takes (PostgreSQL away, say)."""
-        self._writing = True
+    def writing(self, active: bool) -> None:
+        """While a batch is being written the agent is not idle, however long it takes (PostgreSQL away, say)."""
+        self._writing = active
 
     def progressed(self) -> None:
         """A batch was written and acknowledged."""
-        self._writing = False
         self.last_progress = time.monotonic()
 
     def reset(self) -> None:

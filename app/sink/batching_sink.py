@@ -28,7 +28,8 @@ class BatchingSink:
     """
 
     def __init__(self, writer: TimestampSink, ack: Callable[[object], Awaitable],
-                 on_writing: Callable[[], None] = lambda: None, on_acked: Callable[[], None] = lambda: None) -> None:
+                 on_writing: Callable[[bool], None] = lambda active: None,
+                 on_acked: Callable[[], None] = lambda: None) -> None:
         self.writer = writer
         self._ack = ack
         self._on_writing = on_writing
@@ -55,11 +56,14 @@ class BatchingSink:
 
     async def _write_and_ack(self, events: list) -> None:
         self._writing = True
-        self._on_writing()
-        await self.writer.write([consumed(event) for event in events])
-        for event in events:
-            await self._ack(event)
-        self._writing = False
+        self._on_writing(True)
+        try:
+            await self.writer.write([consumed(event) for event in events])
+            for event in events:
+                await self._ack(event)
+        finally:  # a write that raised or was cancelled is not under way any more either
+            self._writing = False
+            self._on_writing(False)
         self._on_acked()
 
     async def _keep_trialling_breaker(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
+
 from app.sink.batching_sink import BatchingSink
 
 
@@ -82,11 +84,32 @@ async def test_no_ping_trials_while_a_batch_is_being_written(monkeypatch):
     async def ack(e) -> None:
         pass
 
-    async with BatchingSink(writer, ack=ack, on_writing=lambda: writing.append(True)) as sink:
+    async with BatchingSink(writer, ack=ack, on_writing=writing.append) as sink:
         await sink.submit([event(0)])
         await asyncio.sleep(0.1)  # the write is held: its own attempt is the trial
         assert writing == [True]
         assert writer.trials == 0
         writer.release.set()
         await asyncio.sleep(0.1)
+    assert writing == [True, False]
     assert writer.trials >= 2
+
+
+async def test_a_write_that_raises_is_no_longer_under_way_and_acknowledges_nothing():
+    class FailingWriter(GatedWriter):
+        async def write(self, messages) -> None:
+            raise RuntimeError("escaped the sink")
+
+    writing, acked = [], []
+
+    async def ack(e) -> None:
+        acked.append(e)
+
+    sink = BatchingSink(FailingWriter(), ack=ack, on_writing=writing.append)
+    with pytest.raises(RuntimeError, match="escaped the sink"):  # raised in the agent, as WriteBehind does
+        async with sink:
+            await sink.submit([event(0)])
+            await asyncio.sleep(0.05)
+            await sink.submit([event(1)])
+    assert writing == [True, False], "a stall detector must not think a dead write is still under way"
+    assert acked == []

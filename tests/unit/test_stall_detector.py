@@ -28,8 +28,8 @@ def test_after_a_reset_a_stall_must_be_seen_anew():
 
 def test_a_batch_being_written_is_no_stall_however_long_it_takes():
     stalls = StallDetector(idle_seconds=0)
-    stalls.writing()  # PostgreSQL away: the batch waits, offsets stay put
+    stalls.writing(True)  # PostgreSQL away: the batch waits, offsets stay put
     stalls.stalled({"p0": 5}, {"p0": 8})
     assert stalls.stalled({"p0": 5}, {"p0": 8}) == {}
-    stalls.progressed()
+    stalls.writing(False)  # the write ended, written or raised
     assert stalls.stalled({"p0": 5}, {"p0": 8}) == {"p0": 5}
