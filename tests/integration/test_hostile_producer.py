@@ -177,3 +177,25 @@ async def test_header_names_that_are_not_utf8_stop_no_worker(workers, namespace,
         assert "Crashed reason" not in worker.log()
         async with http.get(f"{worker.url}/health/ready") as response:
             assert response.status == 200, await response.text()
+
+
+async def test_commands_in_every_compression_codec_are_stored(workers, namespace, bootstrap_servers):
+    """A batch in a codec the worker cannot decompress would stop its partition (kafka_record_reader)."""
+    await namespace.create_topic(PARTITIONS)
+    sent = set()
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", compression_type=codec,
+                                    linger_ms=50)
+        await producer.start()
+        try:
+            ids = [str(uuid.uuid4()) for _ in range(20)]
+            deliveries = [await producer.send(namespace.topic, command(i), key=i.encode()) for i in ids]
+            for delivery in deliveries:
+                await delivery
+            sent.update(ids)
+        finally:
+            await producer.stop()
+    worker = await workers().wait_ready()
+    await namespace.wait_for_records(len(sent))
+    assert {row[0] for row in namespace.query("SELECT id::text FROM timestamp_records")} == sent
+    assert "cannot be read" not in worker.log()
