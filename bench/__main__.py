@@ -14,7 +14,10 @@ Against the local stack (.stack/env: KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL):
     project's worker, one process and then two (a fresh database each), from
     the first row to EVENTS rows: events/s, the workers' CPU µs per event and
     the ratio to the bare agent;
- 3. open-loop HTTP POST and GET at each rate against one fresh worker that is
+ 3. the record reader alone (bench/record_reader_bench.py): CPU µs per record
+    of aiokafka's reader, of the worker's (which reads again, tolerantly, a
+    batch aiokafka cannot decode), and of that fallback;
+ 4. open-loop HTTP POST and GET at each rate against one fresh worker that is
     also processing: p50/p99/max from the scheduled send time, errors by
     status or timeout, and the highest rate with p99 < 50 ms.
 
@@ -49,6 +52,7 @@ from bench import report
 from bench.ceilings import BATCH, drop_database, fresh_database, produce, raw_consume, raw_insert
 from bench.http_load import measure_http
 from bench.live_worker import REPO, measure_bare_faust, measure_workers
+from bench.record_reader_bench import measure_record_reader
 from bench.replay_bench import measure_replay
 
 PARTITIONS = 8
@@ -125,6 +129,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict:
         t = time.perf_counter()
         await produce(bootstrap, topic, events)
         result["preload"] = _rate_of(events, time.perf_counter() - t)
+
+        step("record reader: aiokafka's against the worker's (CPU, in process)")
+        result["record_reader"] = measure_record_reader(min(events, 100_000))
 
         step("raw aiokafka consume")
         seconds, values = await raw_consume(bootstrap, topic, events)

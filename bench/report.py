@@ -94,6 +94,16 @@ def _best(result: dict) -> str:
             f"POST {_rate(best['post'])}/s, GET {_rate(best['get'])}/s")
 
 
+def record_reader_line(result: dict) -> str:
+    """The reader's cost per record: aiokafka's, what the worker's adds, and the fallback."""
+    r = result.get("record_reader")
+    if not r:
+        return ""
+    return (f"record reader, CPU µs per record: aiokafka {r['aiokafka_us_per_record']:.2f}, the worker's "
+            f"{r['worker_reader_us_per_record']:.2f} (+{r['added_us_per_record']:.2f}); a batch with a header "
+            f"name that is not UTF-8 {r['fallback_us_per_record']:.2f} ({r['fallback_ratio_to_aiokafka']}× aiokafka)")
+
+
 def text(result: dict) -> str:
     p = result["parameters"]
     load = result["host"].get("load_average_at_start")
@@ -105,6 +115,8 @@ def text(result: dict) -> str:
     ]
     if "skipped" in (result.get("replay") or {}):
         parts.append(f"  replay: skipped ({result['replay']['skipped']})")
+    if record_reader_line(result):
+        parts.append("  " + record_reader_line(result))
     for method in ("post", "get"):
         parts += ["", _http_title(result, method), _text_table(HTTP_HEADER, http_rows(result["http"][method]))]
     parts += ["", _best(result)]
@@ -119,6 +131,8 @@ def markdown(result: dict) -> str:
         "",
         _markdown_table(THROUGHPUT_HEADER, throughput_rows(result)),
     ]
+    if record_reader_line(result):
+        parts += ["", record_reader_line(result)[0].upper() + record_reader_line(result)[1:] + "."]
     for method in ("post", "get"):
         parts += ["", f"**{_http_title(result, method)}**", "",
                   _markdown_table(HTTP_HEADER, http_rows(result["http"][method]))]

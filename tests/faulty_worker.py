@@ -12,6 +12,7 @@ FAULT_STAGE:
   table     the table update raises RuntimeError when a marked id is in it
   outage    PostgreSQL is unreachable: every `persist_batch` raises OperationalError (transient)
   escape    a bug outside isolation: `TimestampSink.write` raises before writing a batch with a marked id
+  unreadable  no reader can read a record whose header name is not UTF-8 (the tolerant reader refuses it too)
 FAULT_TIMES: how often each marked id raises (default 0: every time).
 """
 
@@ -94,6 +95,19 @@ def install() -> None:
             return await real_write(self, messages)
 
         TimestampSink.write = write
+    elif STAGE == "unreadable":
+        from app.domain.kafka_headers import undecodable_header_names
+        from app.faust_compat import kafka_record_reader
+
+        real_read = kafka_record_reader._TolerantBatch._read_msg
+
+        def read_msg(self, *args):
+            record = real_read(self, *args)
+            if undecodable_header_names(record.headers):
+                raise ValueError("injected: this record cannot be read")
+            return record
+
+        kafka_record_reader._TolerantBatch._read_msg = read_msg
     else:
         raise SystemExit(f"FAULT_STAGE={STAGE!r}: not a known stage")
 

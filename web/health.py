@@ -7,6 +7,7 @@ import asyncio
 from faust.web import Request, Response, View
 
 from app.faust_compat import fixes as faust_fixes
+from app.faust_compat.kafka_record_reader import blocked_partitions
 from app.main import app
 from app.services import database, database_breaker
 from app.sink.circuit_breaker import State
@@ -35,7 +36,7 @@ async def _check(probe) -> dict:
         await asyncio.wait_for(probe(), CHECK_TIMEOUT_SECONDS)
         return {"status": "UP"}
     except Exception as exc:  # any failure makes the worker not ready
-        return {"status": "DOWN", "error": f"{type(exc).__name__}: {exc}"[:200]}
+        return {"status": "DOWN", "error": f"{type(exc).__name__}: {exc}"[:500]}
 
 
 async def _kafka() -> None:
@@ -58,14 +59,22 @@ async def _circuit_breaker() -> None:
         raise RuntimeError(f"PostgreSQL circuit breaker open; trial in {database_breaker.seconds_until_trial():.0f} s")
 
 
+async def _consumer() -> None:
+    assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+    blocked = blocked_partitions.current(assigned)
+    if blocked:
+        raise RuntimeError("; ".join(b.describe() for b in blocked))
+
+
 @app.page("/health/ready")
 class Readiness(View):
-    """Kafka and PostgreSQL reachable, table recovered, breaker not open: send traffic here."""
+    """Kafka and PostgreSQL reachable, no partition the consumer cannot read, table recovered,
+    breaker not open: send traffic here."""
 
     async def get(self, request: Request) -> Response:
-        names = ("kafka", "postgres", "table_recovery", "circuit_breaker")
+        names = ("kafka", "consumer", "postgres", "table_recovery", "circuit_breaker")
         results = await asyncio.gather(
-            _check(_kafka), _check(_postgres), _check(_table_recovery), _check(_circuit_breaker))
+            _check(_kafka), _check(_consumer), _check(_postgres), _check(_table_recovery), _check(_circuit_breaker))
         checks = dict(zip(names, results))
         ready = all(c["status"] == "UP" for c in checks.values())
         return self.json({"status": "UP" if ready else "DOWN", "checks": checks}, status=200 if ready else 503)

@@ -8,6 +8,7 @@ from typing import Iterable
 
 from app.domain.commands import DecodeLimits, InvalidCommand, TimestampCommand, decode_command
 from app.domain.correlation import from_kafka_headers
+from app.domain.kafka_headers import UNDECODABLE_RECORD, undecodable_header_names
 from app.domain.records import ProcessedEvent, SourcePosition, Status, TimestampRecord
 
 
@@ -68,6 +69,7 @@ def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime,
     for message in unique_positions(messages):
         correlation_id = from_kafka_headers(message.headers)
         try:
+            reject_undecodable(message)
             command = decode_command(message.value, correlation_id, limits)
         except InvalidCommand as exc:
             plan.skipped.append(
@@ -83,6 +85,20 @@ def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime,
         seen.add(record.id)
         plan.records.append(record)
     return plan
+
+
+def reject_undecodable(message: ConsumedMessage) -> None:
+    """Raise InvalidCommand for a record with a header name that is not UTF-8.
+
+    Such a record is not one any Kafka client of ours could have written: it is
+    dead-lettered whole (docs/design.md, "Records the client cannot decode"),
+    even when its value is a valid command.
+    """
+    names = undecodable_header_names(message.headers)
+    if names:
+        listed = ", ".join(repr(name) for name in names[:3]) + (", ..." if len(names) > 3 else "")
+        what = "header name {} is" if len(names) == 1 else "header names {} are"
+        raise InvalidCommand(f"{UNDECODABLE_RECORD}: {what.format(listed)} not UTF-8")
 
 
 def unique_positions(messages: Iterable[ConsumedMessage]) -> list[ConsumedMessage]:

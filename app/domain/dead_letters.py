@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.domain.batch_plan import ConsumedMessage, describe_error
+from app.domain.kafka_headers import UNDECODABLE_RECORD, encode_headers, undecodable_header_names
 from app.domain.records import ProcessedEvent
 
 REASON = "dlq.reason"
@@ -22,6 +23,7 @@ PROCESSING_ERROR = "processing_error"  # the reason of a message whose processin
 ORIGINAL_TOPIC = "dlq.original.topic"
 ORIGINAL_PARTITION = "dlq.original.partition"
 ORIGINAL_OFFSET = "dlq.original.offset"
+ORIGINAL_HEADERS = "dlq.original.headers"  # an undecodable record's headers, byte for byte (encode_headers)
 CORRELATION_ID = "correlation_id"
 
 
@@ -38,7 +40,11 @@ class DeadLetter:
 
 def dead_letter(message: ConsumedMessage, event: ProcessedEvent, error: BaseException | None = None) -> DeadLetter:
     """The dead letter of an invalid message, or of one whose processing raised `error` (pure)."""
-    reason = PROCESSING_ERROR if error is not None else (event.error or event.status)
+    undecodable = error is None and bool(undecodable_header_names(message.headers))
+    if undecodable:
+        reason = UNDECODABLE_RECORD
+    else:
+        reason = PROCESSING_ERROR if error is not None else (event.error or event.status)
     headers = [
         (REASON, reason.encode()),
         (ORIGINAL_TOPIC, message.source.topic.encode()),
@@ -48,6 +54,9 @@ def dead_letter(message: ConsumedMessage, event: ProcessedEvent, error: BaseExce
     if error is not None:
         headers.append((ERROR_TYPE, type(error).__name__.encode()))
         headers.append((ERROR_MESSAGE, describe_error(error).encode()))
+    if undecodable:
+        headers.append((ERROR_MESSAGE, (event.error or "").encode()))
+        headers.append((ORIGINAL_HEADERS, encode_headers(message.headers)))
     if event.correlation_id:
         headers.append((CORRELATION_ID, event.correlation_id.encode()))
     return DeadLetter(message.key, message.value, headers)
@@ -55,5 +64,6 @@ def dead_letter(message: ConsumedMessage, event: ProcessedEvent, error: BaseExce
 
 def describe(headers) -> dict[str, str]:
     """The dead-letter headers of a message, decoded."""
-    wanted = {REASON, ERROR_TYPE, ERROR_MESSAGE, VALUE_OMITTED, ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, CORRELATION_ID}
+    wanted = {REASON, ERROR_TYPE, ERROR_MESSAGE, VALUE_OMITTED, ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET,
+              ORIGINAL_HEADERS, CORRELATION_ID}
     return {name: value.decode("utf-8", "replace") for name, value in headers or () if name in wanted}

@@ -67,6 +67,8 @@ from faust.transport.consumer import Consumer
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from app.faust_compat import kafka_record_reader
+
 _original_ack = Consumer.ack
 _original_new_offset = Consumer._new_offset
 _original_perform_seek = Consumer.perform_seek
@@ -181,9 +183,11 @@ def check_faust_version(version: str = faust.__version__) -> None:
 
 
 def apply() -> None:
-    """Check the Faust in use, then patch its consumer (fixes 1-3; fix 0 is the app's Stream setting)."""
+    """Check the Faust in use, then patch its consumer (fixes 1-3; fix 0 is the app's Stream setting)
+    and aiokafka's record reader (app/faust_compat/kafka_record_reader.py)."""
     check_faust_version()
     check_stream_iterator()
+    kafka_record_reader.install()  # a record aiokafka cannot decode must not crash the fetcher
     Consumer.ack = _ack_processed_only
     Consumer._new_offset = _new_offset_without_head_gap
     Consumer.perform_seek = _perform_seek_from_start_when_uncommitted

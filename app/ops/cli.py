@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] %(name)s - %(message)s")
     from app.adapters.database import Database, apply_migrations
+    from app.faust_compat import kafka_record_reader
+
+    kafka_record_reader.install()  # the replay, the audit and the dead-letter tools read records too
 
     if args.command == "migrate":
         applied = apply_migrations(settings.database_url)

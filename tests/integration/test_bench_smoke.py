@@ -50,6 +50,9 @@ def test_bench_smoke_measures_every_section(tmp_path, bootstrap_servers, server_
     positive(result["workers"][1], "ratio_to_one_worker")
     positive(result["replay"], "events", "seconds", "events_per_second", "rows_inserted")
     assert result["replay"]["rows_inserted"] == EVENTS
+    positive(result["record_reader"], "records", "aiokafka_us_per_record", "worker_reader_us_per_record",
+             "fallback_us_per_record")
+    assert result["record_reader"]["records"] == EVENTS
 
     http = result["http"]
     for method in ("post", "get"):
@@ -63,4 +66,5 @@ def test_bench_smoke_measures_every_section(tmp_path, bootstrap_servers, server_
     assert all(step["background_events"] > 0 for step in http["get"])
 
     assert "bare Faust agent" in completed.stdout and str(path) in completed.stdout
+    assert "record reader, CPU µs per record" in completed.stdout
     assert "| project worker ×2" in report.markdown(result)
