@@ -59,6 +59,24 @@ def _database_url(text: str) -> str:
     return text
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _retention(text: str) -> float | None:
+    """`forever` or 0 (None: keep everything), else seconds, or a number with s, m, h or d."""
+    text = text.strip().lower()
+    if text in ("0", "forever"):
+        return None
+    unit = _DURATION_UNITS.get(text[-1:])
+    try:
+        value = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise ValueError("must be 0, forever, or a duration such as 7d, 12h, 30m, 45s") from None
+    if value <= 0:
+        raise ValueError("must be 0, forever, or a positive duration")
+    return value
+
+
 def _bootstrap_servers(text: str) -> str:
     hosts = [h.strip() for h in text.split(",") if h.strip()]
     if not hosts or any(":" not in h for h in hosts):
@@ -127,6 +145,19 @@ class Settings:
     table_store: str = _setting(
         "rocksdb://", _store_url,
         "Faust table store: rocksdb:// (persistent, production) or memory:// (tests).")
+    table_retention: float | None = _setting(
+        "forever", _retention,
+        "How long an id stays in the query table, from its record's created_at (e.g. 7d, 12h); "
+        "0 or forever keeps every id. Older ids are tombstoned and answered from PostgreSQL.")
+    table_expiry_interval_seconds: float = _setting(
+        "60", _positive_float,
+        "How often each worker tombstones the expired ids of its table partitions (with TABLE_RETENTION).")
+    table_changelog_segment_ms: int = _setting(
+        "3600000", _positive_int,
+        "segment.ms of a changelog the worker creates with TABLE_RETENTION: Kafka compacts only closed segments.")
+    table_changelog_delete_retention_ms: int = _setting(
+        "3600000", _positive_int,
+        "delete.retention.ms of that changelog: how long a tombstone outlives compaction (and recovery reads it).")
     worker_data_dir: str = _setting(
         "data/{conf.web_port}", _text,
         "Worker state directory; {conf.web_port} keeps workers on one host apart.")

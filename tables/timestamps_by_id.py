@@ -7,14 +7,20 @@ with `table[key] = value`: the same messages, a fraction of the cost.
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timezone
 from typing import Callable
 
 from app.adapters.database import Database
 from app.domain.records import TimestampRecord
 from app.faust_compat import fixes
 from app.main import app
+from app.services import database
 from app.settings import settings
 from tables.changelog_batch_writer import ChangelogBatchWriter
+from tables.table_expiry import TableExpiry, changelog_topic_config, expired
+
+log = logging.getLogger(__name__)
 
 timestamps_by_id = app.Table(
     # The name makes the changelog topic's (<APP_ID>-timestamps-changelog): keep it.
@@ -31,6 +37,10 @@ timestamps_by_id = app.Table(
     # assumes), not from the event being processed (faust-streaming #497).
     use_partitioner=True,
     help="Timestamp records by command id, as served by the query view.",
+    # Only with TABLE_RETENTION: tombstones must leave the changelog soon (tables/table_expiry.py).
+    extra_topic_configs=changelog_topic_config(settings.table_changelog_segment_ms,
+                                               settings.table_changelog_delete_retention_ms)
+    if settings.table_retention else None,
 )
 
 
@@ -46,6 +56,9 @@ class TimestampTableWriter:
         """Put newly inserted records in the table; fill in replayed ones it lacks."""
         missing = [r for r in records if r.id not in inserted and timestamps_by_id.get(str(r.id).encode()) is None]
         stored = {r.id: r for r in await self.database.fetch_records([r.id for r in missing])} if missing else {}
+        now = datetime.now(timezone.utc)
+        # An id the expiry has passed stays out: behind its cursor nothing would tombstone it again.
+        stored = {i: r for i, r in stored.items() if not expired(r.created_at, settings.table_retention, now)}
         await self.changelog.put_many(
             [(str(record.id).encode(), record.as_json(created_at=inserted[record.id])) for record in records
              if record.id in inserted]
@@ -54,6 +67,39 @@ class TimestampTableWriter:
 
     async def stop(self) -> None:
         await self.changelog.stop()
+
+
+def _holds(key: bytes) -> bool:
+    return timestamps_by_id.get(key) is not None
+
+
+if settings.table_retention:
+    @app.timer(interval=settings.table_expiry_interval_seconds)
+    async def expire_old_ids() -> None:
+        """Tombstone the ids older than TABLE_RETENTION in this worker's table partitions."""
+        if not app.schema_ready.is_set() or app.in_recovery or not app.tables.recovery.completed.is_set():
+            return  # the store is not complete yet; the next run does it
+        try:
+            await _expiry().sweep()
+        except Exception as exc:  # a timer that raises stops the worker; the next run retries
+            log.warning("Table expiry failed (next try in %.0f s): %s: %s", settings.table_expiry_interval_seconds,
+                        type(exc).__name__, " ".join(str(exc).split()))
+
+
+_expiries: list[TableExpiry] = []
+
+
+def _expiry() -> TableExpiry:
+    if not _expiries:
+        changelog = ChangelogBatchWriter(timestamps_by_id, settings.kafka_bootstrap_servers,
+                                         settings.command_topic_partitions, _owned_table_partitions)
+        _expiries.append(TableExpiry(database, changelog, _holds, settings.table_retention,
+                                     settings.command_topic_partitions, _owned_table_partitions))
+    return _expiries[0]
+
+
+def _owned_table_partitions() -> set[int]:
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.command_topic}
 
 
 @app.task

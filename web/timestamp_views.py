@@ -92,13 +92,17 @@ async def _send(command_id: uuid.UUID, value: bytes):
             command_topic.get_topic_name(), str(command_id).encode(), value, headers)
 
 
-async def find_record(command_id: str) -> bytes | None:
-    """The record's JSON: from the table when this worker has it, else from PostgreSQL."""
+SERVED_FROM = "X-Served-From"  # table or database: where a GET's record came from
+
+
+async def find_record(command_id: str) -> tuple[bytes | None, str]:
+    """The record's JSON and where it came from: the table when this worker has it, else PostgreSQL
+    (an id not written yet, one this worker does not own, or one TABLE_RETENTION expired)."""
     view = timestamps_by_id.get(command_id.encode())
-    if view is None:
-        record = await database.fetch_record(uuid.UUID(command_id))
-        view = record.as_json() if record else None
-    return view
+    if view is not None:
+        return view, "table"
+    record = await database.fetch_record(uuid.UUID(command_id))
+    return (record.as_json(), "database") if record else (None, "none")
 
 
 @app.page("/api/v1/timestamp/{value}")
@@ -116,15 +120,16 @@ class TimestampView(View):
         if request.headers.get(ROUTED_HEADER) is None:
             try:
                 answer = await answer_from_owner(app, timestamps_by_id.name, command_id.encode(), self.web,
-                                                 lambda: _routed(request))
+                                                 lambda: _routed(request), keep_headers=(SERVED_FROM,))
                 if answer is not None:
                     return answer
             except OwnerUnknown as exc:  # rebalancing, or unreachable: PostgreSQL still answers
                 log.warning("Could not route GET %s to its owner: %s", command_id, exc)
-        view = await find_record(command_id)
+        view, source = await find_record(command_id)
+        metrics.record_lookups.labels(source).inc()
         if view is None:
             return json_error(404, "not_found", f"no timestamp record with id {command_id} (yet)")
-        return self.bytes(view, content_type="application/json")
+        return self.bytes(view, content_type="application/json", headers={SERVED_FROM: source})
 
 
 def _routed(request: Request) -> Request:

@@ -180,3 +180,44 @@ class Database:
     async def fetch_record(self, id_: uuid.UUID) -> TimestampRecord | None:
         found = await self.fetch_records([id_])
         return found[0] if found else None
+
+    async def expired_ids(self, after: tuple[datetime, uuid.UUID], retention_seconds: float,
+                          limit: int) -> tuple[list[tuple[uuid.UUID, datetime]], datetime]:
+        """Ids created after `after` (created_at, id) and more than `retention_seconds` ago, oldest first;
+        and the boundary `now() - retention` on PostgreSQL's clock (one clock for every worker)."""
+        pool = await self.pool()
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT id, created_at, now() - make_interval(secs => %(retention)s) FROM timestamp_records"
+                " WHERE (created_at, id) > (%(created_at)s, %(id)s)"
+                " AND created_at < now() - make_interval(secs => %(retention)s)"
+                " ORDER BY created_at, id LIMIT %(limit)s",
+                {"created_at": after[0], "id": after[1], "retention": retention_seconds, "limit": limit},
+            )
+            rows = await cur.fetchall()
+            if rows:
+                return [(row[0], row[1]) for row in rows], rows[0][2]
+            await cur.execute("SELECT now() - make_interval(secs => %s)", (retention_seconds,))
+            return [], (await cur.fetchone())[0]
+
+    async def expiry_cursors(self, partitions: list[int]) -> dict[int, datetime]:
+        """Per table partition, the created_at below which its expired ids were tombstoned."""
+        pool = await self.pool()
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT table_partition, expired_before FROM table_expiry_cursors"
+                              " WHERE table_partition = ANY(%s::int[])", (list(partitions),))
+            return dict(await cur.fetchall())
+
+    async def save_expiry_cursors(self, cursors: dict[int, datetime]) -> None:
+        """Record how far each partition's expiry got (never backwards)."""
+        if not cursors:
+            return
+        pool = await self.pool()
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "INSERT INTO table_expiry_cursors (table_partition, expired_before)"
+                " SELECT * FROM unnest(%s::int[], %s::timestamptz[])"
+                " ON CONFLICT (table_partition) DO UPDATE SET expired_before ="
+                " greatest(table_expiry_cursors.expired_before, EXCLUDED.expired_before)",
+                (list(cursors), list(cursors.values())),
+            )

@@ -23,13 +23,22 @@ class OwnerUnknown(Exception):
 
 
 async def answer_from_owner(app: faust.App, table_name: str, key: bytes, web: Web,
-                            forwarded: Callable[[], Request]) -> Response | None:
-    """The owner's answer to `forwarded()`, or None when this worker owns the key and should answer itself."""
+                            forwarded: Callable[[], Request], keep_headers: tuple[str, ...] = ()) -> Response | None:
+    """The owner's answer to `forwarded()`, or None when this worker owns the key and should answer itself.
+
+    Forwarded like Faust's `router.route_req`, which keeps only the owner's body,
+    status and content type; this keeps the headers named in `keep_headers` too.
+    """
     try:
         owner, here = app.router.key_store(table_name, key), app.conf.canonical_url
         if (owner.host, owner.port) == (here.host, here.port):
             return None  # most GETs on one worker: not cloned for forwarding
-        return await app.router.route_req(table_name, key, web, forwarded())
+        request = forwarded()
+        url = request.url.with_host(owner.host).with_port(int(owner.port))
+        async with app.http_client.request(method=request.method, headers=request.headers, url=url) as response:
+            body = await response.read()
+            kept = {name: response.headers[name] for name in keep_headers if name in response.headers}
+            return web.bytes(body, content_type=response.content_type, status=response.status, headers=kept)
     except SameNode:
         return None
     except (KeyError, TypeError, ServiceUnavailable, aiohttp.ClientError, asyncio.TimeoutError) as exc:

@@ -52,6 +52,14 @@ dead_letters = Counter(
 batch_splits = Counter(
     f"{PREFIX}_batch_splits_total", "Batches split in halves to isolate messages whose processing raised.",
 )
+table_expired = Counter(
+    f"{PREFIX}_table_expired_total", "Ids tombstoned out of the query table by TABLE_RETENTION.",
+)
+record_lookups = Counter(
+    f"{PREFIX}_record_lookups_total",
+    "GET /api/v1/timestamp/{id} answers by where the record came from: table, database, or none (404).",
+    ["source"],
+)
 batch_size = Histogram(
     f"{PREFIX}_batch_size_events", "Messages per database batch.",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
