@@ -34,8 +34,8 @@ class PipelineApp(faust.App):
         log.info("Stream iterator: %s", fixes.stream_iterator())
         # Before the consumer subscribes: a topic created later would be missed
         # by the first assignment until the next metadata refresh (minutes).
-        for topic, config in self.topic_configs.items():
-            await ensure_topic(settings.kafka_bootstrap_servers, topic, settings.command_topic_partitions,
+        for topic, config in self.topic_configs.items() if settings.kafka_create_topics else ():
+            await ensure_topic(settings.kafka, topic, settings.command_topic_partitions,
                                settings.kafka_replication_factor, config)
         # In the background: the worker starts, and answers its probes, while PostgreSQL is away.
         self.add_future(self._migrate_when_reachable())
