@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print the report as one JSON object")
     audit.add_argument("--repair", action="store_true",
                        help="replay exactly the missing ranges (idempotent), then audit again")
+    acls = commands.add_parser(
+        "acls", help="print the kafka-acls.sh commands that grant a worker exactly what it needs "
+        "(for APP_ID, COMMAND_TOPIC, DEAD_LETTER_TOPIC, KAFKA_CREATE_TOPICS, PROCESSING_GUARANTEE)")
+    acls.add_argument("--principal", required=True, help="e.g. User:timestamp-worker")
+    acls.add_argument("--bootstrap", default="$BOOTSTRAP", help="the --bootstrap-server in the commands")
     workers = commands.add_parser(
         "workers", help="run N workers of one consumer group on this host, on ports BASE, BASE+1, ... "
         "(Ctrl-C or SIGTERM stops them all)")
@@ -89,7 +94,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
+    if args.command == "acls":
+        from app.ops.acls import kafka_acls_commands, worker_acls
+
+        acl_set = worker_acls(settings.app_id, settings.command_topic, settings.dead_letter_topic,
+                              create_topics=settings.kafka_create_topics,
+                              exactly_once=settings.processing_guarantee == "exactly_once")
+        print("\n".join(kafka_acls_commands(args.principal, acl_set, args.bootstrap)))
+        return 0
+
     logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] %(name)s - %(message)s")
+    from app.observability.logs import SecretFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SecretFilter())
     from app.adapters.database import Database, apply_migrations
     from app.faust_compat import kafka_record_reader
 
