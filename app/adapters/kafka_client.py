@@ -93,14 +93,44 @@ def client_options(kafka: Kafka) -> dict:
 
 
 def faust_credentials(kafka: KafkaConnection):
-    """Faust's `broker_credentials` for the same connection (None: PLAINTEXT)."""
+    """Faust's `broker_credentials` for the same connection (None: PLAINTEXT).
+
+    The password and the TLS context are read when Faust builds a client, not
+    now: the App is defined at import, and a password file fixed while the
+    worker waits for access (app/adapters/kafka_access.py) must count.
+    """
     import faust  # only the worker needs it; the local stack's tools use client_options alone
+    from faust.types.auth import AuthProtocol, SASLMechanism
 
     if kafka.uses_sasl:
-        return faust.SASLCredentials(username=kafka.sasl_username, password=kafka.password(),
-                                     ssl_context=kafka.ssl_context(), mechanism=kafka.sasl_mechanism)
+        class LazySASLCredentials(faust.SASLCredentials):
+            protocol = AuthProtocol(kafka.security_protocol)
+            mechanism = SASLMechanism(kafka.sasl_mechanism)
+            username = kafka.sasl_username
+
+            def __init__(self) -> None:  # noqa: D107  nothing read yet
+                pass
+
+            password = property(lambda self: kafka.password())
+            ssl_context = property(lambda self: kafka.ssl_context())
+
+            def __repr__(self) -> str:
+                return f"<SASLCredentials: {kafka.sasl_mechanism} user {kafka.sasl_username}>"
+
+        return LazySASLCredentials()
     if kafka.uses_tls:
-        return faust.SSLCredentials(kafka.ssl_context())
+        class LazySSLCredentials(faust.SSLCredentials):
+            protocol = AuthProtocol.SSL
+
+            def __init__(self) -> None:  # noqa: D107
+                pass
+
+            context = property(lambda self: kafka.ssl_context())
+
+            def __repr__(self) -> str:
+                return "<SSLCredentials>"
+
+        return LazySSLCredentials()
     return None
 
 

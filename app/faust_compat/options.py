@@ -28,7 +28,8 @@ def faust_options(settings: Settings) -> dict:
     """Keyword arguments of `faust.App(settings.app_id, **...)` for a worker."""
     return dict(
         broker=settings.kafka_broker_url,
-        broker_credentials=faust_credentials(settings.kafka),  # app/adapters/kafka_client.py, like every client
+        # Like every client, from app/adapters/kafka_client.py (read when Faust builds a client).
+        broker_credentials=faust_credentials(settings.kafka),
         # Without KAFKA_CREATE_TOPICS an admin pre-creates the topics (docs/security.md), and the worker
         # needs no Create ACL: Faust declares none of its own either.
         topic_allow_declare=settings.kafka_create_topics,

@@ -134,7 +134,7 @@ def _secure_access(state_dir: Path, kafka, pg_port: int) -> None:
     acls = worker_acls("timestamp-pipeline", "timestamp.command.v1", "timestamp.command.v1.dlq")
     for principal in (f"User:{WORKER_USER}", f"User:{MTLS_USER}"):
         # Over PLAINTEXT, whose User:ANONYMOUS is a super user of the local broker.
-        asyncio.run(grant({"bootstrap_servers": kafka.bootstrap}, principal, acls))
+        asyncio.run(grant(kafka.bootstrap, principal, acls))
     write_env_files(secure, env_files(secure, kafka.sasl_ssl_port, kafka.ssl_port, pg_port))
     log(f"Kafka: SASL_SSL on 127.0.0.1:{kafka.sasl_ssl_port}, mTLS on 127.0.0.1:{kafka.ssl_port}; "
         f"env files {state_dir / 'secure.env'}, {state_dir / 'mtls.env'}, {state_dir / 'admin.env'}")

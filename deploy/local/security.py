@@ -163,12 +163,15 @@ _OPERATION = {"ALL": 2, "READ": 3, "WRITE": 4, "CREATE": 5, "DELETE": 6, "ALTER"
 _ALLOW = 3
 
 
-async def grant(client_options: dict, principal: str, acls) -> int:
-    """Create ALLOW ACLs for `principal` (app.ops.acls.Acl items) with an admin's client options."""
+async def grant(admin, principal: str, acls) -> int:
+    """Create ALLOW ACLs for `principal` (app.ops.acls.Acl items) as `admin` (a KafkaConnection, or a
+    PLAINTEXT bootstrap string, whose User:ANONYMOUS is a super user of the local broker)."""
     from aiokafka.client import AIOKafkaClient
     from aiokafka.protocol.admin import CreateAclsRequest
 
-    client = AIOKafkaClient(**client_options)
+    from app.adapters.kafka_client import client_options
+
+    client = AIOKafkaClient(**client_options(admin))
     await client.bootstrap()
     created = 0
     try:
