@@ -35,7 +35,7 @@ async def audit_assigned_partitions() -> None:
             if not assigned:
                 metrics.record_audit(topic, {})  # nothing to audit is a completed audit
                 return
-            kafka = audit.KafkaView(settings.kafka_bootstrap_servers, topic,
+            kafka = audit.KafkaView(settings.kafka, topic,
                                     audit.isolation_level(settings.processing_guarantee))
             async with kafka:
                 report = await audit.audit(kafka, database, settings.app_id, assigned,

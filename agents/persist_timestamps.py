@@ -26,7 +26,8 @@ async def persist_timestamps(stream):
     await app.schema_ready.wait()  # migrations run at start-up (app/lifecycle.py)
     table = TimestampTableWriter(database, owned_command_partitions)
     writer = TimestampSink(database, send_dead_letters, table.update, settings.command_topic,
-                           settings.decode_limits, settings.database_retry_max_seconds, database_breaker)
+                           settings.decode_limits, settings.database_retry_max_seconds, database_breaker,
+                           dead_letter_topic=settings.dead_letter_topic)
     try:
         async with BatchingSink(writer, ack=stream.ack, on_writing=stalls.writing,
                                 on_acked=stalls.progressed) as sink:

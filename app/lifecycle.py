@@ -10,6 +10,7 @@ import threading
 import faust
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from app.adapters.kafka_access import wait_for_access
 from app.adapters.topics import ensure_topic
 from app.faust_compat import fixes
 from app.services import command_publisher, database
@@ -32,10 +33,13 @@ class PipelineApp(faust.App):
 
     async def on_first_start(self) -> None:
         log.info("Stream iterator: %s", fixes.stream_iterator())
+        # Faust's producer starts before its web server, and one that cannot authenticate ends the
+        # worker: wait for access first, answering the probes meanwhile (app/adapters/kafka_access.py).
+        await wait_for_access(lambda: settings.kafka, self.conf.web_bind, self.conf.web_port)
         # Before the consumer subscribes: a topic created later would be missed
         # by the first assignment until the next metadata refresh (minutes).
-        for topic, config in self.topic_configs.items():
-            await ensure_topic(settings.kafka_bootstrap_servers, topic, settings.command_topic_partitions,
+        for topic, config in self.topic_configs.items() if settings.kafka_create_topics else ():
+            await ensure_topic(settings.kafka, topic, settings.command_topic_partitions,
                                settings.kafka_replication_factor, config)
         # In the background: the worker starts, and answers its probes, while PostgreSQL is away.
         self.add_future(self._migrate_when_reachable())

@@ -11,10 +11,10 @@ from app.sink.circuit_breaker import CircuitBreaker
 
 # POST /v1/timestamps publishes through its own producer (app/adapters/publisher.py).
 command_publisher = CommandPublisher(
-    settings.kafka_bootstrap_servers, kafka_request_timeout_seconds(settings), settings.max_in_flight_publishes)
+    settings.kafka, kafka_request_timeout_seconds(settings), settings.max_in_flight_publishes)
 metrics.command_publishes_in_flight.set_function(lambda: command_publisher.in_flight)
 
-database = Database(settings.database_url, pool_size=settings.database_pool_size,
+database = Database(settings.database_dsn, pool_size=settings.database_pool_size,
                     timeout=settings.database_timeout_seconds)
 
 # Guards the agent's PostgreSQL writes (app/sink/timestamp_sink.py); readiness reports it.

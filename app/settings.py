@@ -77,6 +77,39 @@ def _retention(text: str) -> float | None:
     return value
 
 
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _optional_text(text: str) -> str:
+    return text.strip()
+
+
+def _optional_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        text = text.strip()
+        if text and text not in choices:
+            raise ValueError(f"must be empty or one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _optional_file(text: str) -> str:
+    """A path that must name a readable file when set (read at use, so a rotated file is picked up)."""
+    text = text.strip()
+    if text and not os.path.isfile(text):
+        raise ValueError("no such file")
+    if text and not os.access(text, os.R_OK):
+        raise ValueError("file is not readable")
+    return text
+
+
 def _bootstrap_servers(text: str) -> str:
     hosts = [h.strip() for h in text.split(",") if h.strip()]
     if not hosts or any(":" not in h for h in hosts):
@@ -100,9 +133,10 @@ class Setting:
     help: str
 
 
-def _setting(default: str, parse: Callable[[str], object], help: str) -> Any:
-    """A field of Settings, read from the variable named like the field in capitals."""
-    return field(metadata={"default": default, "parse": parse, "help": help})
+def _setting(default: str, parse: Callable[[str], object], help: str, secret: bool = False) -> Any:
+    """A field of Settings, read from the variable named like the field in capitals (a secret is kept
+    out of the settings' repr)."""
+    return field(repr=not secret, metadata={"default": default, "parse": parse, "help": help})
 
 
 @dataclass(frozen=True)
@@ -115,9 +149,38 @@ class Settings:
     kafka_bootstrap_servers: str = _setting(
         "127.0.0.1:9092", _bootstrap_servers,
         "Kafka brokers, host:port[,host:port...].")
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", _one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "How every Kafka client connects: PLAINTEXT, SSL (TLS, with a client certificate for mTLS), "
+        "SASL_PLAINTEXT or SASL_SSL. See docs/security.md.")
+    kafka_sasl_mechanism: str = _setting(
+        "", _optional_choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        "SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str = _setting(
+        "", _optional_text, "SASL user name with SASL_*.")
+    kafka_sasl_password: str = _setting(
+        "", _optional_text, "SASL password with SASL_* (or KAFKA_SASL_PASSWORD_FILE, not both).", secret=True)
+    kafka_sasl_password_file: str = _setting(
+        "", _optional_file, "A file holding the SASL password (a mounted Secret); read when a client is built.")
+    kafka_ssl_cafile: str = _setting(
+        "", _optional_file, "PEM file of the CA(s) that signed the brokers' certificates (default: the system's).")
+    kafka_ssl_certfile: str = _setting(
+        "", _optional_file, "PEM client certificate for mutual TLS (with KAFKA_SSL_KEYFILE).")
+    kafka_ssl_keyfile: str = _setting(
+        "", _optional_file, "PEM private key of KAFKA_SSL_CERTFILE.")
+    kafka_ssl_check_hostname: bool = _setting(
+        "true", _bool, "Whether a broker's certificate must name the host connected to (keep true).")
+    kafka_create_topics: bool = _setting(
+        "true", _bool,
+        "Whether workers create missing topics (theirs and Faust's internal ones); false when an admin "
+        "pre-creates them, and the worker needs no Create ACL.")
     database_url: str = _setting(
         "postgresql://postgres@127.0.0.1:5432/timestamps", _database_url,
-        "PostgreSQL connection URL (libpq form).")
+        "PostgreSQL connection URL (libpq form); TLS with ?sslmode=verify-full&sslrootcert=/path/ca.pem.",
+        secret=True)
+    database_password_file: str = _setting(
+        "", _optional_file,
+        "A file holding the PostgreSQL password, read at each new connection (DATABASE_URL without one).")
     command_topic: str = _setting(
         "timestamp.command.v1", _text,
         "Topic of timestamp commands: the golden record.")
@@ -233,6 +296,27 @@ class Settings:
         return DecodeLimits(self.max_message_bytes, self.max_json_depth)
 
     @property
+    def kafka(self):
+        """How every Kafka client connects (app/adapters/kafka_client.py): brokers and KAFKA_* security."""
+        from app.adapters.kafka_client import KafkaConnection  # settings import nothing else of the app at load
+
+        return KafkaConnection.from_settings(self)
+
+    def database_dsn(self) -> str:
+        """DATABASE_URL with the password of DATABASE_PASSWORD_FILE (read now, so a rotated file counts
+        at the next connection pool or command). Never log it."""
+        if not self.database_password_file:
+            return self.database_url
+        from urllib.parse import quote, urlsplit, urlunsplit
+
+        with open(self.database_password_file) as file:
+            password = file.read().strip()
+        parts = urlsplit(self.database_url)
+        user, _, host = parts.netloc.rpartition("@")
+        netloc = f"{user}:{quote(password, safe='')}@{host}" if user else f":{quote(password, safe='')}@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    @property
     def kafka_broker_url(self) -> str:
         return ";".join(f"kafka://{host}" for host in self.kafka_bootstrap_servers.split(","))
 
@@ -251,7 +335,43 @@ class Settings:
                     reason = "is not a number"
                 raise SettingsError(f"{setting.env}={raw!r}: {reason}") from None
         values["dead_letter_topic"] = values["dead_letter_topic"].replace("{command_topic}", values["command_topic"])
+        _check_kafka_security(values)
+        _check_database_password(values)
         return cls(**values)
+
+
+def _check_kafka_security(values: dict) -> None:
+    """Combinations of the KAFKA_* security settings that cannot work, named at start-up."""
+    protocol = values["kafka_security_protocol"]
+    sasl = protocol.startswith("SASL_")
+    if sasl:
+        if not values["kafka_sasl_mechanism"]:
+            raise SettingsError(f"KAFKA_SASL_MECHANISM: required with KAFKA_SECURITY_PROTOCOL={protocol}")
+        if not values["kafka_sasl_username"]:
+            raise SettingsError(f"KAFKA_SASL_USERNAME: required with KAFKA_SECURITY_PROTOCOL={protocol}")
+        if values["kafka_sasl_password"] and values["kafka_sasl_password_file"]:
+            raise SettingsError("KAFKA_SASL_PASSWORD and KAFKA_SASL_PASSWORD_FILE are both set: set one")
+        if not values["kafka_sasl_password"] and not values["kafka_sasl_password_file"]:
+            raise SettingsError(f"KAFKA_SASL_PASSWORD_FILE (or KAFKA_SASL_PASSWORD): required with {protocol}")
+    else:
+        for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file"):
+            if values[name]:
+                raise SettingsError(f"{name.upper()}: set, but KAFKA_SECURITY_PROTOCOL={protocol} uses no SASL")
+    tls = protocol in ("SSL", "SASL_SSL")
+    for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+        if values[name] and not tls:
+            raise SettingsError(f"{name.upper()}: set, but KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS")
+    if bool(values["kafka_ssl_certfile"]) != bool(values["kafka_ssl_keyfile"]):
+        missing = "KAFKA_SSL_KEYFILE" if values["kafka_ssl_certfile"] else "KAFKA_SSL_CERTFILE"
+        raise SettingsError(f"{missing}: required with the other (a client certificate and its key go together)")
+
+
+def _check_database_password(values: dict) -> None:
+    if values["database_password_file"]:
+        from urllib.parse import urlsplit
+
+        if urlsplit(values["database_url"]).password:
+            raise SettingsError("DATABASE_PASSWORD_FILE is set, but DATABASE_URL has a password too: set one")
 
 
 # One entry per environment variable, in the order of the fields (and of docs/configuration.md).

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from app.adapters.kafka_client import client_options
 from app.adapters.topics import ensure_topic
 from app.settings import SETTINGS
 from bench import report
@@ -190,7 +191,7 @@ def _rate_of(events: int, seconds: float) -> dict:
 
 async def delete_topics_containing(bootstrap: str, marker: str) -> None:
     """Every topic whose name contains this run's marker (its own, the workers' changelogs, dead letters)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         topics = [t for t in await admin.list_topics() if marker in t]

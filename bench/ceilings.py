@@ -18,13 +18,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from yarl import URL
 
+from app.adapters.kafka_client import client_options
 from app.adapters.database import apply_migrations
 
 BATCH = 2000
 
 
 async def produce(bootstrap: str, topic: str, events: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         for start in range(0, events, 5000):
@@ -39,7 +40,7 @@ async def produce(bootstrap: str, topic: str, events: int) -> None:
 
 
 async def raw_consume(bootstrap: str, topic: str, events: int) -> tuple[float, list]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=BATCH)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False, max_poll_records=BATCH)
     await consumer.start()
     values = []
     try:
@@ -95,7 +96,7 @@ def drop_database(server_url: str, name: str) -> None:
 
 
 async def delete_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         await admin.delete_topics([topic])

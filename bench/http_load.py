@@ -29,6 +29,7 @@ import psycopg2
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.adapters.kafka_client import client_options
 from app.adapters.topics import ensure_topic
 from bench.ceilings import drop_database, fresh_database
 from bench.live_worker import worker_env
@@ -127,7 +128,7 @@ async def produce_at_rate(bootstrap: str, topic: str, rate: float, stop: asyncio
     if rate <= 0:
         await stop.wait()
         return 0
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", linger_ms=5)
     await producer.start()
     sent = 0
     tick = 0.02

@@ -9,6 +9,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 
+from app.adapters.kafka_client import Kafka, client_options
+
 
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a key; Faust routes GETs by it."""
@@ -44,12 +46,12 @@ class ChangelogBatchWriter:
     store the way table recovery does, persisted offsets included.
     """
 
-    def __init__(self, table, bootstrap_servers: str, partitions: int, owned_partitions=None) -> None:
+    def __init__(self, table, kafka: Kafka, partitions: int, owned_partitions=None) -> None:
         self.table = table
         self.topic = table.changelog_topic.get_topic_name()
         self.partitions = partitions
         self._owned = owned_partitions or (lambda: set(range(partitions)))
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka
         self._producer: AIOKafkaProducer | None = None
 
     async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
@@ -87,7 +89,7 @@ class ChangelogBatchWriter:
     async def _start(self) -> None:
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=0,
+                **client_options(self.kafka), acks="all", linger_ms=0,
                 max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
             )
             try:

@@ -49,7 +49,7 @@ class TimestampTableWriter:
 
     def __init__(self, database: Database, owned_partitions: Callable[[], set[int]]) -> None:
         self.database = database
-        self.changelog = ChangelogBatchWriter(timestamps_by_id, settings.kafka_bootstrap_servers,
+        self.changelog = ChangelogBatchWriter(timestamps_by_id, settings.kafka,
                                               settings.command_topic_partitions, owned_partitions)
 
     async def update(self, records: list[TimestampRecord], inserted: dict) -> None:
@@ -91,7 +91,7 @@ _expiries: list[TableExpiry] = []
 
 def _expiry() -> TableExpiry:
     if not _expiries:
-        changelog = ChangelogBatchWriter(timestamps_by_id, settings.kafka_bootstrap_servers,
+        changelog = ChangelogBatchWriter(timestamps_by_id, settings.kafka,
                                          settings.command_topic_partitions, _owned_table_partitions)
         _expiries.append(TableExpiry(database, changelog, _holds, settings.table_retention,
                                      settings.command_topic_partitions, _owned_table_partitions))

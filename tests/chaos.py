@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import deploy.local as stack  # noqa: E402
+from app.adapters.kafka_client import client_options
 from app.adapters.database import Database  # noqa: E402
 from app.adapters.topics import ensure_topic  # noqa: E402
 from app.domain.dead_letters import PROCESSING_ERROR, describe  # noqa: E402
@@ -250,7 +251,7 @@ class Chaos:
             await asyncio.gather(*(client() for _ in range(16)))
 
     async def produce_load(self, count: int) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, acks="all",
+        producer = AIOKafkaProducer(**client_options(self.broker.bootstrap), acks="all",
                                     enable_idempotence=True, linger_ms=5)
         await producer.start()
         try:
@@ -307,7 +308,7 @@ class Chaos:
                     marked = next(i for i, (p, _) in self.failing.items() if p == partition)
                     value = json.dumps({"command_id": marked, "event_timestamp": VALID_TIMESTAMP}).encode()
                     messages.append(("failing", partition, marked.encode(), value, []))
-        producer = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, acks="all", enable_idempotence=True,
+        producer = AIOKafkaProducer(**client_options(self.broker.bootstrap), acks="all", enable_idempotence=True,
                                     linger_ms=5, max_request_size=2 * MAX_MESSAGE_BYTES)
         await producer.start()
         try:
@@ -524,7 +525,7 @@ class Chaos:
         """app.ops.audit over the whole topic, once the group committed everything (or a minute passed)."""
         partitions = list(range(PARTITIONS))
         tps = [TopicPartition(TOPIC, p) for p in partitions]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**client_options(self.broker.bootstrap), group_id=None, enable_auto_commit=False)
         database = Database(self.postgres.url)
         await consumer.start()
         try:

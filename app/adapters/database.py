@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -89,13 +90,18 @@ def apply_migrations(database_url: str) -> list[str]:
 class Database:
     """A lazily created aiopg pool and the statements the service runs."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 10.0) -> None:
-        self.url = url
+    def __init__(self, url: str | Callable[[], str], *, pool_size: int = 10, timeout: float = 10.0) -> None:
+        self._url = url  # a callable is asked at each use: a password file is read when a pool is made
         self.pool_size = pool_size
         self.timeout = timeout
         self._pool: aiopg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._migrated = False
+
+    @property
+    def url(self) -> str:
+        """The libpq URL connections use (with the password of DATABASE_PASSWORD_FILE: never log it)."""
+        return self._url() if callable(self._url) else self._url
 
     async def pool(self) -> aiopg.Pool:
         if self._pool is None:

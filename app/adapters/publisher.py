@@ -19,14 +19,16 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
+from app.adapters.kafka_client import Kafka, client_options
+
 
 class PublisherOverloaded(Exception):
     """`max_in_flight` publishes are awaiting the broker already."""
 
 
 class CommandPublisher:
-    def __init__(self, bootstrap_servers: str, request_timeout_seconds: float, max_in_flight: int) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: Kafka, request_timeout_seconds: float, max_in_flight: int) -> None:
+        self.kafka = kafka
         self.request_timeout_ms = int(request_timeout_seconds * 1000)
         self.max_in_flight = max_in_flight
         self.in_flight = 0
@@ -45,7 +47,7 @@ class CommandPublisher:
                 # the median POST here); under load the sender batches anyway what
                 # accumulates while a partition's previous request is in flight.
                 producer = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True,
+                    **client_options(self.kafka), acks="all", enable_idempotence=True,
                     linger_ms=0, request_timeout_ms=self.request_timeout_ms,
                 )
                 try:

@@ -5,10 +5,10 @@ repair and gap check, and the dead-letter commands. Partitions are assigned
 explicitly and there is no consumer group (group_id=None): nothing is
 committed, and the live group's offsets never move.
 
-    async for batch in read_topic(bootstrap_servers, topic):  # beginning -> end offsets as of now
+    async for batch in read_topic(kafka, topic):  # beginning -> end offsets as of now
         ...
 
-    async with TopicReader(bootstrap_servers, topic) as reader:
+    async with TopicReader(kafka, topic) as reader:
         bounds = await reader.bounds(partitions, starts={0: 120})
         async for batch in reader.batches(bounds):
             ...
@@ -21,6 +21,7 @@ from typing import AsyncIterator, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from app.adapters.kafka_client import Kafka, client_options
 from app.adapters.topics import topic_partitions
 
 Bounds = dict[int, tuple[int, int]]  # partition -> [start, stop) offsets
@@ -30,10 +31,10 @@ class ReadStalled(RuntimeError):
     """Kafka returned nothing, and no position moved, for `idle_polls` polls in a row."""
 
 
-def reader_consumer(bootstrap_servers: str, batch_size: int | None = None,
+def reader_consumer(kafka: Kafka, batch_size: int | None = None,
                     isolation_level: str = "read_uncommitted") -> AIOKafkaConsumer:
     # No group_id: explicit assignment, nothing committed, the live group untouched.
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+    return AIOKafkaConsumer(**client_options(kafka), group_id=None, enable_auto_commit=False,
                             auto_offset_reset="earliest", max_poll_records=batch_size,
                             isolation_level=isolation_level)
 
@@ -46,9 +47,9 @@ class TopicReader:
 
     POLL_MS = 1000  # how long a poll waits for the first record of a batch
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, batch_size: int = 1000,
+    def __init__(self, kafka: Kafka, topic: str, *, batch_size: int = 1000,
                  isolation_level: str = "read_uncommitted", idle_polls: int | None = None) -> None:
-        self.consumer = reader_consumer(bootstrap_servers, batch_size, isolation_level)
+        self.consumer = reader_consumer(kafka, batch_size, isolation_level)
         self.topic = topic
         self.batch_size = batch_size
         self.idle_polls = idle_polls
@@ -141,13 +142,13 @@ class TopicReader:
                 yield batch
 
 
-async def read_topic(bootstrap_servers: str, topic: str) -> AsyncIterator[list[ConsumerRecord]]:
+async def read_topic(kafka: Kafka, topic: str) -> AsyncIterator[list[ConsumerRecord]]:
     """Batches of every partition of `topic`, from its beginning up to the end offsets as of the call;
     nothing when the topic does not exist."""
-    partitions = await topic_partitions(bootstrap_servers, topic)
+    partitions = await topic_partitions(kafka, topic)
     if not partitions:
         return
-    async with TopicReader(bootstrap_servers, topic) as reader:
+    async with TopicReader(kafka, topic) as reader:
         bounds = await reader.bounds(partitions)
         async for batch in reader.batches(bounds):
             yield batch

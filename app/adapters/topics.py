@@ -6,15 +6,17 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from app.adapters.kafka_client import Kafka, client_options
+
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
 
 
 async def ensure_topic(
-    bootstrap_servers: str, name: str, partitions: int, replication_factor: int, config: dict[str, str]
+    kafka: Kafka, name: str, partitions: int, replication_factor: int, config: dict[str, str]
 ) -> None:
     """Create the topic when it is missing (an existing one is left as it is)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         response = await admin.create_topics(
@@ -30,9 +32,9 @@ async def ensure_topic(
     log.info("Created topic %s with %d partitions", name, partitions)
 
 
-async def topic_partitions(bootstrap_servers: str, name: str) -> list[int]:
+async def topic_partitions(kafka: Kafka, name: str) -> list[int]:
     """The partition numbers of a topic; [] when it does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         [description] = await admin.describe_topics([name])

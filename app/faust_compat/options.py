@@ -7,6 +7,7 @@ so the two are compared like for like.
 
 from __future__ import annotations
 
+from app.adapters.kafka_client import faust_credentials
 from app.faust_compat import fixes as faust_fixes
 from app.observability.logs import logging_config
 from app.settings import Settings
@@ -27,6 +28,14 @@ def faust_options(settings: Settings) -> dict:
     """Keyword arguments of `faust.App(settings.app_id, **...)` for a worker."""
     return dict(
         broker=settings.kafka_broker_url,
+        # Like every client, from app/adapters/kafka_client.py (read when Faust builds a client).
+        broker_credentials=faust_credentials(settings.kafka),
+        # Without KAFKA_CREATE_TOPICS an admin pre-creates the topics (docs/security.md), and the worker
+        # needs no Create ACL: Faust declares none of its own either.
+        topic_allow_declare=settings.kafka_create_topics,
+        # No task uses on_leader=True, so Faust's leader-election topic (<APP_ID>-__assignor-__leader)
+        # is neither created nor needs an ACL.
+        topic_disable_leader=True,
         store=settings.table_store,
         datadir=settings.worker_data_dir,
         processing_guarantee=settings.processing_guarantee,

@@ -41,6 +41,67 @@ class ContextFilter(logging.Filter):
         return True
 
 
+MASK = "***"
+
+
+def configured_secrets() -> list[str]:
+    """The secret values this process was configured with: passwords, also from their files."""
+    from urllib.parse import unquote, urlsplit
+
+    from app.settings import settings
+
+    found = [settings.kafka_sasl_password, unquote(urlsplit(settings.database_url).password or "")]
+    for path in (settings.kafka_sasl_password_file, settings.database_password_file, settings.api_keys_file):
+        try:
+            found += open(path).read().split() if path else []
+        except OSError:
+            pass
+    found += [key for key in settings.api_keys.split(",") if key.strip()]
+    return sorted({secret.strip() for secret in found if len(secret.strip()) >= 4}, key=len, reverse=True)
+
+
+def mask(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """Replaces every configured secret in a log line, and in its traceback, with ***.
+
+    Nothing logs a secret on purpose; this is the net under what a library or an
+    exception message might carry (a DSN, an authentication error).
+    """
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def secrets(self) -> list[str]:
+        if self._secrets is None:
+            try:
+                self._secrets = configured_secrets()
+            except Exception:  # noqa: BLE001  bad settings are reported elsewhere; log on
+                self._secrets = []
+        return self._secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self.secrets()
+        if not secrets:
+            return True
+        message = record.getMessage()
+        masked = mask(message, secrets)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info:
+            trace_text = logging.Formatter().formatException(record.exc_info)
+            if mask(trace_text, secrets) != trace_text:
+                record.msg, record.args = f"{record.msg}\n{mask(trace_text, secrets)}", None
+                record.exc_info, record.exc_text = None, None
+        return True
+
+
 class JsonFormatter(ecs_logging.StdlibFormatter):
     """ECS JSON without the bulky process/origin fields, and without the text-only extras."""
 
@@ -64,13 +125,14 @@ def logging_config(log_format: str, level: str, service: str) -> dict:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": "app.observability.logs.ContextFilter", "service": service}},
+        "filters": {"context": {"()": "app.observability.logs.ContextFilter", "service": service},
+                    "secrets": {"()": "app.observability.logs.SecretFilter"}},
         "formatters": {"default": formatter},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
-                "filters": ["context"],
+                "filters": ["context", "secrets"],
                 "formatter": "default",
             }
         },

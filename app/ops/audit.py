@@ -21,6 +21,7 @@ from typing import Iterable
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from app.adapters.kafka_client import Kafka, client_options
 from app.adapters.topic_reader import ReadStalled, TopicReader, reader_consumer
 
 Range = tuple[int, int]  # [start, stop) offsets
@@ -207,11 +208,11 @@ class KafkaView:
     READ_THROUGH = 500  # read past this many offsets to the next range rather than seek (one fetch either way)
     IDLE_POLLS = 30  # empty one-second polls without progress before giving up
 
-    def __init__(self, bootstrap_servers: str, topic: str, isolation: str = "read_uncommitted") -> None:
+    def __init__(self, kafka: Kafka, topic: str, isolation: str = "read_uncommitted") -> None:
         self.topic = topic
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        self._admin = AIOKafkaAdminClient(**client_options(kafka))
         # group_id=None: explicit assignment only, no coordinator, no commits.
-        self._consumer = reader_consumer(bootstrap_servers, isolation_level=isolation)
+        self._consumer = reader_consumer(kafka, isolation_level=isolation)
 
     async def __aenter__(self) -> "KafkaView":
         await self._admin.start()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
+from app.adapters.kafka_client import Kafka
 from app.adapters.topic_reader import TopicReader
 from app.domain.batch_plan import BatchPlan, ConsumedMessage, plan_batch
 from app.domain.commands import DecodeLimits
@@ -75,7 +76,7 @@ def group_name(group: list[TopicPartition]) -> str:
 class GroupLoad:
     """One partition group's reading and writing."""
 
-    bootstrap_servers: str
+    kafka: Kafka
     topic: str
     bounds: Bounds
     writer: StageWriter
@@ -89,7 +90,7 @@ class GroupLoad:
         if all(start >= stop for start, stop in self.bounds.values()):
             return self.counts
         pending: asyncio.Future | None = None
-        async with TopicReader(self.bootstrap_servers, self.topic, batch_size=self.batch_size) as reader:
+        async with TopicReader(self.kafka, self.topic, batch_size=self.batch_size) as reader:
             batches = reader.batches({tp.partition: span for tp, span in self.bounds.items()})
             try:
                 async for records in batches:
@@ -133,7 +134,7 @@ class GroupLoad:
         self.bar.update(len(messages))
 
 
-async def load(bootstrap_servers: str, topic: str, database_url: str, bounds: Bounds, sink: TimestampSink,
+async def load(kafka: Kafka, topic: str, database_url: str, bounds: Bounds, sink: TimestampSink,
                *, connections: int, batch_size: int, limits: DecodeLimits, progress: bool) -> BulkCounts:
     """Replay `bounds` into the database with `connections` partition groups in parallel."""
     from tqdm import tqdm
@@ -146,7 +147,7 @@ async def load(bootstrap_servers: str, topic: str, database_url: str, bounds: Bo
         for i, group in enumerate(groups)
     ]
     loads = [
-        GroupLoad(bootstrap_servers, topic, {tp: bounds[tp] for tp in group}, writer, sink, limits, batch_size,
+        GroupLoad(kafka, topic, {tp: bounds[tp] for tp in group}, writer, sink, limits, batch_size,
                   bar)
         for group, writer, bar in zip(groups, writers, bars)
     ]

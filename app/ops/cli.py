@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print the report as one JSON object")
     audit.add_argument("--repair", action="store_true",
                        help="replay exactly the missing ranges (idempotent), then audit again")
+    acls = commands.add_parser(
+        "acls", help="print the kafka-acls.sh commands that grant a worker exactly what it needs "
+        "(for APP_ID, COMMAND_TOPIC, DEAD_LETTER_TOPIC, KAFKA_CREATE_TOPICS, PROCESSING_GUARANTEE)")
+    acls.add_argument("--principal", required=True, help="e.g. User:timestamp-worker")
+    acls.add_argument("--bootstrap", default="$BOOTSTRAP", help="the --bootstrap-server in the commands")
     workers = commands.add_parser(
         "workers", help="run N workers of one consumer group on this host, on ports BASE, BASE+1, ... "
         "(Ctrl-C or SIGTERM stops them all)")
@@ -89,14 +94,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
+    if args.command == "acls":
+        from app.ops.acls import kafka_acls_commands, worker_acls
+
+        acl_set = worker_acls(settings.app_id, settings.command_topic, settings.dead_letter_topic,
+                              create_topics=settings.kafka_create_topics,
+                              exactly_once=settings.processing_guarantee == "exactly_once")
+        print("\n".join(kafka_acls_commands(args.principal, acl_set, args.bootstrap)))
+        return 0
+
     logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] %(name)s - %(message)s")
+    from app.observability.logs import SecretFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SecretFilter())
     from app.adapters.database import Database, apply_migrations
     from app.faust_compat import kafka_record_reader
 
     kafka_record_reader.install()  # the replay, the audit and the dead-letter tools read records too
 
     if args.command == "migrate":
-        applied = apply_migrations(settings.database_url)
+        applied = apply_migrations(settings.database_dsn())
         print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
         return 0
 
@@ -104,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_dead_letters(settings, args))
 
     if args.command == "audit":
-        return asyncio.run(_audit(settings, args, Database(args.database_url or settings.database_url)))
+        return asyncio.run(_audit(settings, args, Database(args.database_url or settings.database_dsn)))
 
     from app.ops.replay import ReplayError, parse_start, parse_stop, rebuild_table
 
@@ -114,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         except ReplayError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        database = Database(args.database_url or settings.database_url)
+        database = Database(args.database_url or settings.database_dsn)
         try:
             summary = asyncio.run(_run_replay(settings, database, args, start, stop))
         except ReplayError as exc:
@@ -123,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(summary.lines()))
         return 0
 
-    database = Database(settings.database_url)
+    database = Database(settings.database_dsn)
     changelog = f"{settings.app_id}-timestamps-changelog"
     written = asyncio.run(_closing(database, rebuild_table(
-        settings.kafka_bootstrap_servers, changelog, database, progress=not args.no_progress)))
+        settings.kafka, changelog, database, progress=not args.no_progress)))
     print(f"records written to {changelog}: {written}; restart the workers to recover the table from it")
     return 0
 
@@ -135,7 +153,7 @@ async def _dead_letters(settings, args) -> int:
     from app.domain.dead_letters import describe
     from app.ops.dead_letters import read_dead_letters, republish
 
-    records = await read_dead_letters(settings.kafka_bootstrap_servers, settings.dead_letter_topic)
+    records = await read_dead_letters(settings.kafka, settings.dead_letter_topic)
     if args.action == "list":
         for r in records:
             info = describe(r.headers)
@@ -149,7 +167,7 @@ async def _dead_letters(settings, args) -> int:
     if unknown:
         print(f"error: no dead letter at {', '.join(unknown)} in {settings.dead_letter_topic}", file=sys.stderr)
         return 2
-    count = await republish(settings.kafka_bootstrap_servers, [by_position[p] for p in args.positions],
+    count = await republish(settings.kafka, [by_position[p] for p in args.positions],
                             settings.command_topic)
     print(f"republished {count} dead letters to {settings.command_topic}")
     return 0
@@ -167,11 +185,11 @@ async def _audit(settings, args, database) -> int:
 
     topic, group = args.topic or settings.command_topic, args.group or settings.app_id
     try:
-        partitions = await topic_partitions(settings.kafka_bootstrap_servers, topic)
+        partitions = await topic_partitions(settings.kafka, topic)
         if not partitions:
             print(f"error: topic {topic!r} does not exist", file=sys.stderr)
             return 2
-        kafka = KafkaView(settings.kafka_bootstrap_servers, topic, isolation_level(settings.processing_guarantee))
+        kafka = KafkaView(settings.kafka, topic, isolation_level(settings.processing_guarantee))
         async with kafka:
             report = await audit(kafka, database, group, partitions)
             repair = None
@@ -180,7 +198,7 @@ async def _audit(settings, args, database) -> int:
                     print("\n".join(report.lines()) + "\n\nrepairing (replaying exactly these ranges):")
                 # Messages in a gap were never processed, so their dead letters were never sent.
                 dead_letters = settings.dead_letter_topic if topic == settings.command_topic else f"{topic}.dlq"
-                summary = await replay_ranges(settings.kafka_bootstrap_servers, topic, database, report.ranges(),
+                summary = await replay_ranges(settings.kafka, topic, database, report.ranges(),
                                               progress=not args.json and sys.stderr.isatty(),
                                               limits=settings.decode_limits, dead_letter_topic=dead_letters)
                 repair = {"ranges": {p: [list(r) for r in spans] for p, spans in report.ranges().items()},
@@ -210,7 +228,7 @@ async def _run_replay(settings, database, args, start, stop):
 
     options = {name: value for name in ("batch_size", "connections") if (value := getattr(args, name)) is not None}
     return await _closing(database, replay(
-        settings.kafka_bootstrap_servers, args.topic or settings.command_topic, database, start, stop,
+        settings.kafka, args.topic or settings.command_topic, database, start, stop,
         progress=not args.no_progress, limits=settings.decode_limits, **options))
 
 

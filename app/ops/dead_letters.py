@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
+from app.adapters.kafka_client import Kafka, client_options
 from app.adapters.topic_reader import read_topic
 from app.domain.dead_letters import CORRELATION_ID
 
 
-async def read_dead_letters(bootstrap_servers: str, topic: str) -> list:
+async def read_dead_letters(kafka: Kafka, topic: str) -> list:
     """Every record of the dead-letter topic (up to its end offsets when called), oldest first per partition."""
-    records = [record async for batch in read_topic(bootstrap_servers, topic) for record in batch]
+    records = [record async for batch in read_topic(kafka, topic) for record in batch]
     return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
-async def republish(bootstrap_servers: str, records: list, command_topic: str) -> int:
+async def republish(kafka: Kafka, records: list, command_topic: str) -> int:
     """Publish dead letters to the command topic again, with their key and correlation id."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all")
     await producer.start()
     try:
         for record in records:

@@ -18,6 +18,7 @@ from datetime import datetime
 from aiokafka import AIOKafkaProducer, TopicPartition
 from tqdm import tqdm
 
+from app.adapters.kafka_client import Kafka, client_options
 from app.adapters.database import Database
 from app.adapters.topic_reader import TopicReader
 from app.adapters.topics import topic_partitions
@@ -100,7 +101,7 @@ def _timestamp(option: str, text: str) -> datetime:
         raise ReplayError(f"{option} {text!r}: {exc}; use earliest/latest, offsets or RFC 3339") from None
 
 
-async def replay(bootstrap_servers: str, topic: str, database: Database, start="earliest", stop="latest",
+async def replay(kafka: Kafka, topic: str, database: Database, start="earliest", stop="latest",
                  batch_size: int = BULK_BATCH_SIZE, progress: bool = True, limits: DecodeLimits = DecodeLimits(),
                  dead_letter_topic: str | None = None, connections: int = BULK_CONNECTIONS,
                  defer_indexes: bool = True) -> ReplaySummary:
@@ -117,13 +118,13 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
     summary = ReplaySummary()
     started = asyncio.get_running_loop().time()
     try:
-        partitions = await topic_partitions(bootstrap_servers, topic)
+        partitions = await topic_partitions(kafka, topic)
         if not partitions:
             raise ReplayError(f"topic {topic!r} does not exist")
         unknown = set(start) - set(partitions) if isinstance(start, dict) else set()
         if unknown:
             raise ReplayError(f"--from names partitions {sorted(unknown)} that {topic} does not have")
-        async with TopicReader(bootstrap_servers, topic) as reader:  # the bulk loader has readers of its own
+        async with TopicReader(kafka, topic) as reader:  # the bulk loader has readers of its own
             if start == "earliest":
                 starts = None
             elif isinstance(start, dict):
@@ -139,8 +140,8 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
             if deferred:
                 log.info("Empty target: secondary indexes %s are built after the load", ", ".join(deferred))
         try:
-            async with _sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink:
-                counts = await bulk_load.load(bootstrap_servers, topic, database.url, bounds, sink,
+            async with _sink(kafka, topic, database, limits, dead_letter_topic) as sink:
+                counts = await bulk_load.load(kafka, topic, database.url, bounds, sink,
                                               connections=connections, batch_size=batch_size, limits=limits,
                                               progress=progress)
         except BaseException:
@@ -164,7 +165,7 @@ async def replay(bootstrap_servers: str, topic: str, database: Database, start="
     return summary
 
 
-async def replay_ranges(bootstrap_servers: str, topic: str, database: Database,
+async def replay_ranges(kafka: Kafka, topic: str, database: Database,
                         ranges: dict[int, list[tuple[int, int]]], batch_size: int = 1000,
                         progress: bool = True, limits: DecodeLimits = DecodeLimits(),
                         dead_letter_topic: str | None = None) -> ReplaySummary:
@@ -175,8 +176,8 @@ async def replay_ranges(bootstrap_servers: str, topic: str, database: Database,
     ranges = {p: sorted(spans) for p, spans in ranges.items() if spans}
     try:
         total = sum(stop - start for spans in ranges.values() for start, stop in spans)
-        async with (_sink(bootstrap_servers, topic, database, limits, dead_letter_topic) as sink,
-                    TopicReader(bootstrap_servers, topic, batch_size=batch_size) as reader):
+        async with (_sink(kafka, topic, database, limits, dead_letter_topic) as sink,
+                    TopicReader(kafka, topic, batch_size=batch_size) as reader):
             with tqdm(total=total, unit="event", disable=not progress, desc=f"replay {topic}") as bar:
                 # Round i replays the i-th range of every partition that has one.
                 for i in range(max(map(len, ranges.values()), default=0)):
@@ -191,13 +192,13 @@ async def replay_ranges(bootstrap_servers: str, topic: str, database: Database,
 
 
 @contextlib.asynccontextmanager
-async def _sink(bootstrap_servers: str, topic: str, database: Database, limits: DecodeLimits,
+async def _sink(kafka: Kafka, topic: str, database: Database, limits: DecodeLimits,
                 dead_letter_topic: str | None):
     """The live path's sink, without the query table; dead letters only when a topic is named."""
     if dead_letter_topic is None:
         yield TimestampSink(database, no_dead_letters, no_table, topic, limits)
         return
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", max_request_size=3 * 1024 * 1024)
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all", max_request_size=3 * 1024 * 1024)
     await producer.start()
 
     async def send(letters) -> None:
@@ -222,7 +223,7 @@ async def _write(sink: TimestampSink, messages: list[ConsumedMessage], summary: 
     bar.update(len(messages))
 
 
-async def rebuild_table(bootstrap_servers: str, changelog_topic: str, database: Database,
+async def rebuild_table(kafka: Kafka, changelog_topic: str, database: Database,
                         batch_size: int = 1000, progress: bool = True) -> int:
     """Write every PostgreSQL record to the table's changelog topic; returns the count.
 
@@ -230,7 +231,7 @@ async def rebuild_table(bootstrap_servers: str, changelog_topic: str, database: 
     each key in the partition the table expects (`use_partitioner=True`).
     Restart the workers afterwards: they recover the table from the changelog.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20)
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all", linger_ms=20)
     await producer.start()
     written = 0
     try:

@@ -26,7 +26,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, wait_exponential
 
 from app.adapters.database import Database, is_transient
@@ -64,9 +71,14 @@ async def no_dead_letters(letters: Sequence[DeadLetter]) -> None:
     """For writers whose dead letters were sent already (a full replay)."""
 
 
+KAFKA_DENIALS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError,
+                 TransactionalIdAuthorizationFailed)
+
+
 def is_kafka_outage(exc: BaseException) -> bool:
-    """The broker is unreachable or busy (retry), as opposed to refusing this message (e.g. too large)."""
-    if isinstance(exc, (KafkaTimeoutError, asyncio.TimeoutError, ConnectionError)):
+    """The broker is unreachable or busy, or denies this worker an ACL (retry: no message's fault), as
+    opposed to refusing this message (e.g. too large)."""
+    if isinstance(exc, (KafkaTimeoutError, asyncio.TimeoutError, ConnectionError, *KAFKA_DENIALS)):
         return True
     return isinstance(exc, KafkaError) and exc.retriable
 
@@ -76,8 +88,9 @@ class TimestampSink:
 
     def __init__(self, database: Database, send_dead_letters: SendDeadLetters, update_table: UpdateTable,
                  topic: str, limits: DecodeLimits = DecodeLimits(), retry_max_seconds: float = 30.0,
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None, dead_letter_topic: str = "the dead-letter topic") -> None:
         self.database = database
+        self.dead_letter_topic = dead_letter_topic
         self.breaker = breaker or CircuitBreaker()
         self._send_dead_letters = send_dead_letters
         self._update_table = update_table
@@ -222,9 +235,10 @@ class TimestampSink:
         metrics.dead_letters.inc(len(letters))
 
     async def _send_retrying(self, letters: Sequence[DeadLetter]) -> None:
-        await self._retry_outage(self._send_dead_letters, letters)
+        await self._retry_outage(self._send_dead_letters, letters, what=f"Write on topic {self.dead_letter_topic}")
 
-    async def _retry_outage(self, write: Callable[..., Awaitable[None]], *args) -> None:
+    async def _retry_outage(self, write: Callable[..., Awaitable[None]], *args,
+                            what: str = "Write on the query table's changelog topic") -> None:
         """A write to Kafka (dead letters, the table's changelog), retried while the broker is unreachable.
 
         Also while PostgreSQL is: the table update reads the records it lacks
@@ -233,7 +247,7 @@ class TimestampSink:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(lambda exc: is_kafka_outage(exc) or is_transient(exc)),
             wait=wait_exponential(multiplier=0.2, max=self.retry_max_seconds),
-            before_sleep=_log_kafka_retry,
+            before_sleep=lambda state: _log_kafka_retry(state, what),
         ):
             with attempt:
                 await write(*args)
@@ -269,6 +283,12 @@ def _log_database_retry(state) -> None:
     log.warning("Batch write failed (attempt %d), retrying: %r", state.attempt_number, state.outcome.exception())
 
 
-def _log_kafka_retry(state) -> None:
+def _log_kafka_retry(state, what: str) -> None:
+    error = state.outcome.exception()
+    if isinstance(error, KAFKA_DENIALS):
+        log.error("Kafka denies this worker %s (%s: %s); grant it (docs/security.md, `python -m app acls`). "
+                  "Retrying (attempt %d); nothing is acknowledged past this batch",
+                  what, type(error).__name__, error, state.attempt_number)
+        return
     log.warning("Writing to Kafka (or reading PostgreSQL for the table) failed (attempt %d), retrying: %r",
                 state.attempt_number, state.outcome.exception())

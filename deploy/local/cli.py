@@ -28,6 +28,18 @@ from .postgres import (
     stop_postgres,
 )
 from .processes import StackError, locked, log, read_kv, write_atomic
+from .security import (
+    MTLS_USER,
+    PG_SECURE_DATABASE,
+    PG_WORKER_ROLE,
+    WORKER_USER,
+    SecurePaths,
+    ensure_certificates,
+    env_files,
+    grant,
+    password,
+    write_env_files,
+)
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO_DIR / ".stack"
@@ -68,7 +80,7 @@ def cmd_up(state_dir: Path) -> int:
             env["KAFKA_BOOTSTRAP_SERVERS"] = external_kafka
         else:
             was_running = kafka_status(state_dir)[0]
-            kafka = start_kafka(state_dir, prefer_default_ports=True)
+            kafka = start_kafka(state_dir, prefer_default_ports=True, secure=True)
             state = "already running" if was_running == kafka.pid else "started"
             log(f"Kafka: {state}, pid {kafka.pid}, {kafka.bootstrap}")
             env.update(
@@ -81,7 +93,11 @@ def cmd_up(state_dir: Path) -> int:
             env["DATABASE_URL"] = external_db
         else:
             was_running = running_postmaster(PgPaths(state_dir.resolve()))
-            pg = start_postgres(state_dir)
+            secure = SecurePaths(state_dir.resolve())
+            ensure_certificates(secure)
+            role_password = password(secure, f"postgres-{PG_WORKER_ROLE}")
+            pg = start_postgres(state_dir, tls=(secure.cert("postgres"), secure.key("postgres")),
+                                secure_role=(PG_WORKER_ROLE, role_password, PG_SECURE_DATABASE))
             state = "already running" if was_running and was_running[0] == pg.pid else "started"
             log(f"PostgreSQL: {state}, pid {pg.pid}, {pg.url}")
             env.update(
@@ -97,6 +113,8 @@ def cmd_up(state_dir: Path) -> int:
             "STACK_KAFKA_LIBS",
         ]
         path = write_env(state_dir, {k: env[k] for k in order if k in env})
+        if not external_kafka and not external_db:
+            _secure_access(state_dir, kafka, pg.port)
     if external_kafka and external_db:
         print("External services are used (KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL set);")
         print("started nothing.")
@@ -104,6 +122,22 @@ def cmd_up(state_dir: Path) -> int:
     print(f"  KAFKA_BOOTSTRAP_SERVERS={env['KAFKA_BOOTSTRAP_SERVERS']}")
     print(f"  DATABASE_URL={env['DATABASE_URL']}")
     return 0
+
+
+def _secure_access(state_dir: Path, kafka, pg_port: int) -> None:
+    """The worker principals' ACLs (exactly app.ops.acls.worker_acls) and the secured env files."""
+    import asyncio
+
+    from app.ops.acls import worker_acls
+
+    secure = SecurePaths(state_dir.resolve())
+    acls = worker_acls("timestamp-pipeline", "timestamp.command.v1", "timestamp.command.v1.dlq")
+    for principal in (f"User:{WORKER_USER}", f"User:{MTLS_USER}"):
+        # Over PLAINTEXT, whose User:ANONYMOUS is a super user of the local broker.
+        asyncio.run(grant(kafka.bootstrap, principal, acls))
+    write_env_files(secure, env_files(secure, kafka.sasl_ssl_port, kafka.ssl_port, pg_port))
+    log(f"Kafka: SASL_SSL on 127.0.0.1:{kafka.sasl_ssl_port}, mTLS on 127.0.0.1:{kafka.ssl_port}; "
+        f"env files {state_dir / 'secure.env'}, {state_dir / 'mtls.env'}, {state_dir / 'admin.env'}")
 
 
 def cmd_down(state_dir: Path) -> int:

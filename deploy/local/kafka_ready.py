@@ -53,10 +53,12 @@ async def _kafka_answers(bootstrap: str, attempt_timeout: float, cluster_id: str
     """
     from aiokafka.admin import AIOKafkaAdminClient  # lazy: only this needs aiokafka
 
+    from app.adapters.kafka_client import client_options
+
     _mute_probe_logs()
     _PROBING.set(True)  # asyncio.run gives this coroutine its own context copy
     client = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(attempt_timeout * 1000)
+        **client_options(bootstrap), request_timeout_ms=int(attempt_timeout * 1000)
     )
     try:
         await asyncio.wait_for(client.start(), attempt_timeout)

@@ -252,6 +252,25 @@ def _wait_pg_ready(paths: PgPaths, bin_dir: Path, port: int, timeout: float) -> 
         time.sleep(0.5)
 
 
+def _tls_files(paths: PgPaths) -> tuple[Path, Path]:
+    return paths.home / "server.crt", paths.home / "server.key"
+
+
+def _install_tls(paths: PgPaths, cert: Path, key: Path) -> bool:
+    """Copy the server certificate and key where the postgres user owns them (it refuses a key others
+    can read); True when they changed."""
+    target_cert, target_key = _tls_files(paths)
+    if target_cert.is_file() and target_key.is_file() and target_cert.read_bytes() == cert.read_bytes():
+        return False
+    for source, target in ((cert, target_cert), (key, target_key)):
+        shutil.copyfile(source, target)
+        target.chmod(0o600)
+        user = _pg_user()
+        if user is not None:
+            os.chown(target, user.pw_uid, user.pw_gid)
+    return True
+
+
 def _pg_ctl_start(paths: PgPaths, bin_dir: Path, port: int) -> None:
     # pg_ctl hands -o to a shell, so quote the path.
     options = [
@@ -260,6 +279,10 @@ def _pg_ctl_start(paths: PgPaths, bin_dir: Path, port: int) -> None:
         "-c listen_addresses=127.0.0.1",
         "-c max_connections=200",
     ]
+    cert, key = _tls_files(paths)
+    if cert.is_file() and key.is_file():
+        options += ["-c ssl=on", f"-c ssl_cert_file={shlex.quote(str(cert))}",
+                    f"-c ssl_key_file={shlex.quote(str(key))}"]
     # Dev/test stack: trade crash safety for speed unless asked otherwise.
     if os.environ.get("STACK_PG_FSYNC", "").lower() != "on":
         options.append("-c fsync=off")
@@ -301,11 +324,60 @@ def _pg_bin_for(paths: PgPaths) -> Path:
     return install_postgres()
 
 
-def start_postgres(state_dir: Path) -> PostgresProcess:
-    """Start (or find running) this state dir's PostgreSQL; ensure the app database."""
+HBA_BEGIN, HBA_END = "# deploy.local secure role: begin", "# deploy.local secure role: end"
+
+
+def hba_lines(role: str) -> str:
+    """pg_hba.conf lines put first: the role only over TLS with a SCRAM password; the rest stays trust."""
+    return (f"{HBA_BEGIN}\nhostssl all {role} 127.0.0.1/32 scram-sha-256\n"
+            f"host    all {role} 127.0.0.1/32 reject\n{HBA_END}\n")
+
+
+def _ensure_hba(paths: PgPaths, role: str) -> bool:
+    hba = paths.data / "pg_hba.conf"
+    text = hba.read_text()
+    if HBA_BEGIN in text:
+        return False
+    hba.write_text(hba_lines(role) + text)
+    return True
+
+
+def _psql(bin_dir: Path, port: int, sql: str, what: str, database: str = "postgres") -> str:
+    conn = ["-h", "127.0.0.1", "-p", str(port), "-U", PG_SUPERUSER, "-d", database]
+    return run([str(bin_dir / "psql"), *conn, "-v", "ON_ERROR_STOP=1", "-tAc", sql], what).stdout.strip()
+
+
+def _ensure_secure_role(bin_dir: Path, port: int, role: str, password: str, database: str) -> None:
+    """The role with its password (set again each time: the file is the truth) and a database it owns."""
+    exists = _psql(bin_dir, port, f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'", f"checking role {role}")
+    verb = "ALTER" if exists == "1" else "CREATE"
+    # The password is URL-safe random text from the stack itself (no quote can occur).
+    _psql(bin_dir, port, f"{verb} ROLE {role} LOGIN PASSWORD '{password}'", f"{verb.lower()} role {role}")
+    if _psql(bin_dir, port, f"SELECT 1 FROM pg_database WHERE datname = '{database}'", "checking database") != "1":
+        _psql(bin_dir, port, f'CREATE DATABASE "{database}" OWNER {role}', f"creating database {database}")
+
+
+def _ssl_on(bin_dir: Path, port: int) -> bool:
+    return _psql(bin_dir, port, "SHOW ssl", "SHOW ssl") == "on"
+
+
+def start_postgres(state_dir: Path, tls: tuple[Path, Path] | None = None,
+                   secure_role: tuple[str, str, str] | None = None) -> PostgresProcess:
+    """Start (or find running) this state dir's PostgreSQL; ensure the app database.
+
+    With `tls` (certificate, key) it serves TLS; with `secure_role` (role, password, database) that role
+    may connect only over TLS with its password, and owns that database.
+    """
     paths = PgPaths(Path(state_dir).resolve())
     bin_dir = _pg_bin_for(paths)
     running = running_postmaster(paths)
+    if tls is not None:
+        _prepare_pg_dirs(paths)
+        changed = _install_tls(paths, *tls)
+        if running is not None and (changed or not _ssl_on(bin_dir, running[1])):
+            log("PostgreSQL: restarting to serve TLS")
+            stop_postgres(state_dir)
+            running = None
     if running is None:
         _prepare_pg_dirs(paths)
         _initdb(paths, bin_dir)
@@ -320,6 +392,10 @@ def start_postgres(state_dir: Path) -> PostgresProcess:
     write_atomic(paths.pid_file, f"{pid}\n")
     _wait_pg_ready(paths, bin_dir, port, PG_TIMEOUT)
     _ensure_database(bin_dir, port)
+    if secure_role is not None:
+        if _ensure_hba(paths, secure_role[0]):
+            _psql(bin_dir, port, "SELECT pg_reload_conf()", "reloading pg_hba.conf")
+        _ensure_secure_role(bin_dir, port, *secure_role)
     url = f"postgresql://{PG_SUPERUSER}@127.0.0.1:{port}/{DATABASE_NAME}"
     return PostgresProcess(pid, port, url, bin_dir)
 
