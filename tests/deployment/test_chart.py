@@ -29,7 +29,8 @@ EVERYTHING = ("--set", "keda.enabled=true", "--set", "metrics.serviceMonitor.ena
               "--set", "metrics.prometheusRule.enabled=true", "--set", "auth.enabled=true",
               "--set", "secret.apiKeys={k1,k2}", "--set", "tracing.otlpEndpoint=http://collector:4318",
               "--set", "persistence.enabled=false")
-CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule", "TriggerAuthentication"}
+SCRAM_VALUES = tools.CHART / "examples" / "scram-keda.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,11 @@ def example():
 
 
 @pytest.fixture(scope="module")
+def scram():
+    return tools.kinds(tools.render("-f", str(SCRAM_VALUES), release="timestamps", namespace="timestamps"))
+
+
+@pytest.fixture(scope="module")
 def everything():
     return tools.kinds(tools.render(*EVERYTHING))
 
@@ -53,6 +59,7 @@ def crd_validators() -> dict[str, tuple]:
     crds = operator / "example" / "prometheus-operator-crd"
     result = {}
     for path, version in ((keda / "config/crd/bases/keda.sh_scaledobjects.yaml", "v1alpha1"),
+                          (keda / "config/crd/bases/keda.sh_triggerauthentications.yaml", "v1alpha1"),
                           (crds / "monitoring.coreos.com_servicemonitors.yaml", "v1"),
                           (crds / "monitoring.coreos.com_prometheusrules.yaml", "v1")):
         api_version, kind, validator = schemas.crd_validator(path, version)
@@ -74,7 +81,7 @@ def env_names(docs: dict) -> set[str]:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [None, tools.EXAMPLE_VALUES], ids=["default", "example"])
+@pytest.mark.parametrize("values", [None, tools.EXAMPLE_VALUES, SCRAM_VALUES], ids=["default", "example", "scram"])
 def test_helm_lint_strict(values):
     args = ["-f", str(values)] if values else []
     result = tools.run([tools.helm(), "lint", "--strict", str(tools.CHART), "--kube-version",
@@ -83,8 +90,8 @@ def test_helm_lint_strict(values):
     assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("args", [(), ("-f", str(tools.EXAMPLE_VALUES)), EVERYTHING],
-                         ids=["default", "example", "everything"])
+@pytest.mark.parametrize("args", [(), ("-f", str(tools.EXAMPLE_VALUES)), EVERYTHING, ("-f", str(SCRAM_VALUES))],
+                         ids=["default", "example", "everything", "scram"])
 def test_every_rendered_manifest_is_valid_for_kubernetes(args, tmp_path, crd_validators):
     docs = tools.render(*args)
     builtin = [d for d in docs if d["kind"] not in CRD_KINDS]
@@ -107,7 +114,7 @@ def test_every_rendered_manifest_is_valid_for_kubernetes(args, tmp_path, crd_val
 
 def test_crd_schemas_are_strict(everything, crd_validators):
     """The CRD validation is not a pass-through: an unknown or mistyped field fails it."""
-    for kind in CRD_KINDS:
+    for kind in CRD_KINDS - {"TriggerAuthentication"}:
         _, validator = crd_validators[kind]
         bad = copy.deepcopy(everything[kind])
         bad["spec"]["unknownField"] = True
@@ -250,6 +257,44 @@ def test_keda_scaled_object_on_the_worker_group_lag(example):
     down = behavior["scaleDown"]
     assert down["stabilizationWindowSeconds"] >= 600
     assert down["policies"] and all(p["type"] == "Pods" and p["value"] == 1 for p in down["policies"])
+
+
+def test_a_scram_cluster_gets_file_credentials_and_a_trigger_authentication(scram, crd_validators):
+    env = {item["name"]: item for item in container(scram)["env"]}
+    assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    assert env["KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "timestamp-kafka", "key": "username"}
+    assert env["KAFKA_CREATE_TOPICS"]["value"] == "false"
+    assert "KAFKA_SASL_PASSWORD" not in env  # a file, never a plain value
+    mounts = {m["name"]: m["mountPath"] for m in container(scram)["volumeMounts"]}
+    assert env["KAFKA_SASL_PASSWORD_FILE"]["value"] == f"{mounts['kafka-credentials']}/password"
+    assert env["KAFKA_SSL_CAFILE"]["value"] == f"{mounts['kafka-credentials']}/ca.crt"
+    assert env["DATABASE_PASSWORD_FILE"]["value"] == f"{mounts['postgres-password']}/password"
+    volumes = {v["name"]: v for v in scram["StatefulSet"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["kafka-credentials"]["secret"]["secretName"] == "timestamp-kafka"
+    assert {i["key"] for i in volumes["kafka-credentials"]["secret"]["items"]} == {"password", "ca.crt"}
+
+    [trigger] = scram["ScaledObject"]["spec"]["triggers"]
+    auth = scram["TriggerAuthentication"]
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert (trigger["metadata"]["sasl"], trigger["metadata"]["tls"]) == ("scram_sha512", "enable")
+    refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+    assert set(refs) == {"username", "password", "ca"}
+    assert all(ref["name"] == "timestamp-kafka" for ref in refs.values())
+    keda, _ = tools.module_dirs()
+    parameters = schemas.scaler_parameters(keda / "schema" / "generated" / "scalers-schema.json", "kafka")
+    assert not schemas.trigger_metadata_errors(trigger["metadata"], parameters)
+    for name in refs:  # KEDA's kafka scaler reads each of them from a TriggerAuthentication
+        assert parameters[name].get("triggerAuthenticationVariableReadable"), name
+    _, validator = crd_validators["TriggerAuthentication"]
+    bad = copy.deepcopy(auth)
+    bad["spec"]["secretTargetRef"][0]["unknown"] = "x"
+    assert schemas.errors(validator, bad), "the TriggerAuthentication CRD check is not a pass-through"
+
+
+def test_plaintext_has_no_trigger_authentication(everything):
+    assert "TriggerAuthentication" not in everything
+    assert "authenticationRef" not in everything["ScaledObject"]["spec"]["triggers"][0]
 
 
 def test_keda_off_by_default_and_replicas_back(default):

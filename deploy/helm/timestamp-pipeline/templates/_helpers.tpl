@@ -49,10 +49,23 @@ app.kubernetes.io/part-of: timestamp-pipeline
 {{/* Where the worker keeps its RocksDB state (the image's volume). */}}
 {{- define "timestamp-pipeline.dataMountPath" -}}/var/lib/timestamp-pipeline{{- end }}
 {{- define "timestamp-pipeline.apiKeysMountPath" -}}/etc/timestamp-pipeline/api-keys{{- end }}
+{{- define "timestamp-pipeline.kafkaMountPath" -}}/etc/timestamp-pipeline/kafka{{- end }}
+{{- define "timestamp-pipeline.postgresMountPath" -}}/etc/timestamp-pipeline/postgres{{- end }}
+{{/* KEDA's name of a SASL mechanism (its kafka scaler's `sasl` parameter). */}}
+{{- define "timestamp-pipeline.kedaSasl" -}}
+{{- $m := .Values.kafka.security.saslMechanism -}}
+{{- if eq $m "PLAIN" }}plaintext{{ else if eq $m "SCRAM-SHA-256" }}scram_sha256{{ else if eq $m "SCRAM-SHA-512" }}scram_sha512{{ else }}none{{ end -}}
+{{- end }}
+{{- define "timestamp-pipeline.kafkaUsesTls" -}}
+{{- if or (eq .Values.kafka.security.protocol "SSL") (eq .Values.kafka.security.protocol "SASL_SSL") }}true{{ end -}}
+{{- end }}
+{{- define "timestamp-pipeline.kafkaUsesSasl" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.security.protocol }}true{{ end -}}
+{{- end }}
 
 {{/* Settings the chart sets from structured values; `config` must not repeat them. */}}
 {{- define "timestamp-pipeline.checkConfig" -}}
-{{- $owned := list "APP_ID" "KAFKA_BOOTSTRAP_SERVERS" "COMMAND_TOPIC" "COMMAND_TOPIC_PARTITIONS" "KAFKA_REPLICATION_FACTOR" "SHUTDOWN_TIMEOUT_SECONDS" "AUTH_PROTECT" "WORKER_DATA_DIR" "DATABASE_URL" "API_KEYS" "API_KEYS_FILE" }}
+{{- $owned := list "APP_ID" "KAFKA_BOOTSTRAP_SERVERS" "COMMAND_TOPIC" "COMMAND_TOPIC_PARTITIONS" "KAFKA_REPLICATION_FACTOR" "SHUTDOWN_TIMEOUT_SECONDS" "AUTH_PROTECT" "WORKER_DATA_DIR" "DATABASE_URL" "API_KEYS" "API_KEYS_FILE" "KAFKA_SECURITY_PROTOCOL" "KAFKA_SASL_MECHANISM" "KAFKA_SASL_USERNAME" "KAFKA_SASL_PASSWORD" "KAFKA_SASL_PASSWORD_FILE" "KAFKA_SSL_CAFILE" "KAFKA_SSL_CERTFILE" "KAFKA_SSL_KEYFILE" "KAFKA_SSL_CHECK_HOSTNAME" "KAFKA_CREATE_TOPICS" "DATABASE_PASSWORD_FILE" }}
 {{- range $key, $_ := .Values.config }}
 {{- if has $key $owned }}
 {{- fail (printf "config.%s: set it through the chart's own value, not config (see values.yaml)" $key) }}
