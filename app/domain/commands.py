@@ -58,6 +58,28 @@ def _nests_deeper_than(value: bytes, max_depth: int) -> bool:
     return False
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _utf8_text(value: bytes) -> str:
+    """The value as text: JSON between systems is UTF-8 (RFC 8259, section 8.1).
+
+    json.loads on bytes would also take UTF-16 and UTF-32, which the depth
+    check (a byte pattern) cannot read, so the value is decoded here, strictly.
+    A UTF-8 byte order mark is ignored (the RFC allows that); UTF-16 and UTF-32,
+    with a mark or without one (then NUL bytes), are refused.
+    """
+    if value.startswith(_UTF8_BOM):
+        value = value[len(_UTF8_BOM):]
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidCommand("message value is not UTF-8 (JSON between systems must be, RFC 8259)") from None
+    if "\x00" in text:
+        raise InvalidCommand("message value is not UTF-8 JSON: it holds NUL bytes (UTF-16 or UTF-32?)")
+    return text
+
+
 def encode_command(command_id: uuid.UUID, event_timestamp: str, received_at: datetime) -> bytes:
     """The message value published for an accepted HTTP command."""
     return json.dumps(
@@ -81,11 +103,12 @@ def decode_command(value: bytes | None, correlation_id: str | None = None,
         raise InvalidCommand("message has no value")
     if len(value) > limits.max_bytes:
         raise InvalidCommand(f"message value is {len(value)} bytes, more than the {limits.max_bytes} allowed")
+    text = _utf8_text(value)
     if _nests_deeper_than(value, limits.max_depth):
         raise InvalidCommand(f"message value nests deeper than {limits.max_depth} levels")
     try:
-        body = json.loads(value)
-    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError):
+        body = json.loads(text)
+    except (ValueError, RecursionError, MemoryError):
         raise InvalidCommand("message value is not JSON") from None
     if not isinstance(body, dict):
         raise InvalidCommand("message value is not a JSON object")

@@ -11,10 +11,13 @@ RFC3339_FORMAT = "YYYY-MM-DDThh:mm:ss[.fraction](Z|+hh:mm|-hh:mm), e.g. 2009-09-
 _DATE_TIME = re.compile(
     r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[Tt]"
     r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
-    r"(?:\.(?P<fraction>\d{1,9}))?"
+    r"(?:\.(?P<fraction>\d+))?"
     r"(?:(?P<utc>[Zz])|(?P<sign>[+-])(?P<off_hour>\d{2}):(?P<off_minute>\d{2}))",
     re.ASCII,  # \d must not match other scripts' digits
 )
+
+
+MAX_FRACTION_DIGITS = 9
 
 
 class InvalidTimestamp(ValueError):
@@ -24,7 +27,9 @@ class InvalidTimestamp(ValueError):
 def parse_rfc3339(text: str) -> datetime:
     """Parse an RFC 3339 date-time into an aware datetime in UTC.
 
-    Fractions beyond microseconds are truncated (PostgreSQL stores microseconds).
+    A fraction of up to MAX_FRACTION_DIGITS (nanoseconds, what most producers
+    write) is accepted and truncated to microseconds (what PostgreSQL stores);
+    a longer one is refused, saying so. The same for HTTP and Kafka.
     Leap seconds (:60) are rejected: neither Python nor PostgreSQL represents them.
     """
     if not isinstance(text, str):
@@ -41,6 +46,9 @@ def parse_rfc3339(text: str) -> datetime:
     if part["year"] == 0:
         raise InvalidTimestamp("year 0000 is out of range; years run from 0001 to 9999")
     fraction = match["fraction"] or ""
+    if len(fraction) > MAX_FRACTION_DIGITS:
+        raise InvalidTimestamp(f"the fraction of a second has {len(fraction)} digits; "
+                               f"at most {MAX_FRACTION_DIGITS} (nanoseconds) are accepted")
     microsecond = int((fraction + "000000")[:6])
     try:
         local = datetime(part["year"], part["month"], part["day"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -74,6 +75,21 @@ async def test_invalid_timestamp_gives_400_and_publishes_nothing(worker, http, n
     assert "YYYY-MM-DDThh:mm:ss" in body["message"]
     assert await topic_end_offsets(bootstrap_servers, namespace.topic) == before
     assert sum(before.values()) == 0
+
+
+async def test_fractions_up_to_nanoseconds_are_truncated_and_longer_ones_refused(worker, http, namespace,
+                                                                                  bootstrap_servers):
+    async with http.post(f"{worker.url}/api/v1/timestamp/2009-09-28T19:03:12.123456789Z") as response:
+        assert response.status == 200
+        command_id = (await response.json())["id"]
+    record = await get_when_persisted(http, worker.url, command_id)
+    assert record["event_timestamp"] == "2009-09-28T19:03:12.123456Z"
+    before = await topic_end_offsets(bootstrap_servers, namespace.topic)
+    async with http.post(f"{worker.url}/api/v1/timestamp/2009-09-28T19:03:12.1234567891Z") as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["error"] == "invalid_timestamp" and "has 10 digits; at most 9" in body["message"]
+    assert await topic_end_offsets(bootstrap_servers, namespace.topic) == before
 
 
 async def test_get_errors_are_json(worker, http):
@@ -212,3 +228,38 @@ async def test_events_without_a_correlation_id_value_say_so(worker, http, query,
         assert response.status == 400
         body = await response.json()
     assert body["error"] == "missing_correlation_id" and body["message"].startswith(message)
+
+
+async def _raw_post(url: str, path: str, chunks: list[bytes], finish: bool, read_timeout: float = 20) -> tuple[int, dict]:
+    """POST a chunked body over a raw connection; returns (status, JSON body)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+                     "Content-Type: application/json\r\n\r\n".encode())
+        for chunk in chunks:
+            writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            await writer.drain()
+        if finish:
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), read_timeout)
+        status = int(head.split(b" ")[1])
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        return status, json.loads(await asyncio.wait_for(reader.readexactly(length), read_timeout))
+    finally:
+        writer.close()
+
+
+async def test_post_bodies_are_ignored_but_bounded_chunked_ones_too(worker, namespace, bootstrap_servers):
+    """The API reads no body (the timestamp is in the path): a small one is ignored, a large or endless one
+    refused before anything is published, whether it came with a Content-Length or chunked."""
+    path = "/api/v1/timestamp/2020-01-01T00:00:00Z"
+    status, body = await _raw_post(worker.url, path, [b'{"ignored": true}'], finish=True)
+    assert status == 200 and "id" in body
+    before = await topic_end_offsets(bootstrap_servers, namespace.topic)
+    status, body = await _raw_post(worker.url, path, [b"x" * 65536] * 16, finish=True)  # 1 MiB
+    assert (status, body["error"]) == (413, "request_too_large")
+    status, body = await _raw_post(worker.url, path, [b"{"], finish=False)  # never ends
+    assert (status, body["error"]) == (408, "request_timeout")
+    assert await topic_end_offsets(bootstrap_servers, namespace.topic) == before

@@ -28,15 +28,26 @@ def command(command_id: str, timestamp: str = "2020-01-01T00:00:00Z", **extra) -
     return json.dumps({"command_id": command_id, "event_timestamp": timestamp, **extra}).encode()
 
 
+NOT_UTF8 = "message value is not UTF-8 (JSON between systems must be, RFC 8259)"
+NUL_BYTES = "message value is not UTF-8 JSON: it holds NUL bytes (UTF-16 or UTF-32?)"
+
 # (value, expected error in processed_events) of the hostile kinds
 HOSTILE = [
     (None, "message has no value"),  # a tombstone
-    (b"\xff\xfe\xfd", "message value is not JSON"),
+    (b"\xff\xfe\xfd", "message value is not UTF-8 (JSON between systems must be, RFC 8259)"),
     (b"[1,2,3]", "message value is not a JSON object"),
     (b"42", "message value is not a JSON object"),
     (b'{"command_id": null}', "'command_id' is missing or not a string"),
     (b"[" * 5000 + b"]" * 5000, "message value nests deeper than 32 levels"),
     (command("not-a-uuid"), "'command_id' is not a UUID"),
+    # JSON in UTF-16 and UTF-32, flat and nested past MAX_JSON_DEPTH, with and without a byte order mark:
+    # json.loads would read them, and the depth check could not (RFC 8259 wants UTF-8).
+    (command(str(uuid.uuid4())).decode().encode("utf-16-le"), NUL_BYTES),
+    (command(str(uuid.uuid4())).decode().encode("utf-16"), NOT_UTF8),
+    (command(str(uuid.uuid4())).decode().encode("utf-32"), NOT_UTF8),
+    (("[" * 200 + "]" * 200).encode("utf-16-le"), NUL_BYTES),
+    (("[" * 200 + "]" * 200).encode("utf-32-be"), NUL_BYTES),
+    (("\ufeff" + "[" * 200 + "]" * 200).encode("utf-16-be"), NOT_UTF8),
     (json.dumps({"command_id": str(uuid.uuid4()), "event_timestamp": 1254164592}).encode(),
      "'event_timestamp' is missing or not a string"),
 ]

@@ -39,7 +39,7 @@ def test_seed_format_from_other_producers_is_accepted_and_unknown_fields_ignored
     [
         (None, "no value"),
         (b"", "not JSON"),
-        (b"\xff\xfe", "not JSON"),
+        (b"\xff\xfe", "not UTF-8"),
         (b"{not json", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b'"text"', "not a JSON object"),
@@ -72,3 +72,19 @@ def test_brackets_inside_strings_do_not_count_as_nesting():
     value = json.dumps({"command_id": str(COMMAND_ID), "event_timestamp": "2006-01-02T15:04:05Z",
                         "note": "[" * 100 + '\\"{' * 50}).encode()
     assert decode_command(value).command_id == COMMAND_ID
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("text", [
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z"}',
+    "[" * 200 + "]" * 200,  # nested past MAX_JSON_DEPTH: the depth check cannot be bypassed either
+])
+def test_json_in_utf16_or_utf32_is_invalid_with_or_without_a_byte_order_mark(encoding, text):
+    for value in (text.encode(encoding), ("\ufeff" + text).encode(encoding)):
+        with pytest.raises(InvalidCommand, match="not UTF-8"):
+            decode_command(value)
+
+
+def test_a_utf8_byte_order_mark_is_ignored():
+    value = b"\xef\xbb\xbf" + b'{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z"}'
+    assert str(decode_command(value).command_id) == "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10"
