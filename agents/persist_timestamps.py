@@ -13,7 +13,7 @@ from app.sink.batching_sink import BatchingSink
 from app.sink.timestamp_sink import TimestampSink
 from tables.timestamps_by_id import TimestampTableWriter
 
-stalls = resume_stalled_partitions(app, settings.command_topic)
+stalls = resume_stalled_partitions(app, settings.command_topic, report_after_seconds=settings.partition_stall_seconds)
 
 
 @app.agent(command_topic)

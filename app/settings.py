@@ -245,6 +245,10 @@ class Settings:
     shutdown_timeout_seconds: float = _setting(
         "30", _positive_float,
         "Longest a worker takes to stop after SIGTERM, whatever it is doing; nothing unprocessed is committed.")
+    partition_stall_seconds: float = _setting(
+        "120", _positive_float,
+        "A partition whose committed offset stays behind its end without moving this long is stalled: "
+        "timestamp_partition_stalled, the PartitionStalled alert, and `python -m app audit` report it.")
     audit_interval_seconds: float = _setting(
         "60", _positive_float,
         "How often a worker audits its partitions' committed offsets against processed_events.")

@@ -13,7 +13,9 @@ import time
 
 import faust
 
+from app.domain.partition_progress import PartitionProgress
 from app.faust_compat.fixes import committed_offsets
+from app.observability import metrics
 
 log = logging.getLogger(__name__)
 STALL_SECONDS = 5.0
@@ -52,9 +54,16 @@ class StallDetector:
         return stalled
 
 
-def resume_stalled_partitions(app: faust.App, topic: str, idle_seconds: float = STALL_SECONDS) -> StallDetector:
-    """Start the timer on `app`; the caller reports progress with `progressed()` on the returned detector."""
+def resume_stalled_partitions(app: faust.App, topic: str, idle_seconds: float = STALL_SECONDS,
+                              report_after_seconds: float = 120.0) -> StallDetector:
+    """Start the timer on `app`; the caller reports progress with `progressed()` on the returned detector.
+
+    The same timer exports how long each partition has gone without progress
+    while behind (`timestamp_partition_stall_seconds`, and `timestamp_partition_stalled`
+    past `report_after_seconds`, PARTITION_STALL_SECONDS), which no seek back cures.
+    """
     stalls = StallDetector(idle_seconds)
+    progress = PartitionProgress()
 
     @app.timer(interval=idle_seconds)
     async def resume_stalled_partitions() -> None:
@@ -63,10 +72,15 @@ def resume_stalled_partitions(app: faust.App, topic: str, idle_seconds: float = 
             # A rebalance is under way: committed offsets are not known yet and its
             # own seek comes later. Judge stalls afresh once it is over.
             stalls.reset()
+            progress.reset()
             return
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
         committed_by_tp = committed_offsets(app.consumer)
         committed = {tp: committed_by_tp.get(tp) or 0 for tp in assigned}
+        ends = app.monitor.tp_end_offsets
+        stuck = progress.observe({tp.partition: o for tp, o in committed.items()},
+                                 {tp.partition: ends.get(tp, 0) for tp in assigned}, time.monotonic())
+        metrics.record_partition_progress(topic, stuck, report_after_seconds)
         for tp, offset in stalls.stalled(committed, app.monitor.tp_end_offsets).items():
             log.warning("Partition %s[%d] stalled at offset %d; reading it again from there",
                         tp.topic, tp.partition, offset)

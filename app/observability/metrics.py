@@ -95,6 +95,33 @@ audit_gap_messages = Gauge(
     "in the last AUDIT_WINDOW_MESSAGES offsets of each partition assigned to this worker.",
     ["topic", "partition"],
 )
+partition_stall_seconds = Gauge(
+    f"{PREFIX}_partition_stall_seconds",
+    "Seconds this worker's partition has been behind its end offset without its committed offset moving "
+    "(0: caught up or moving).",
+    ["topic", "partition"],
+)
+partition_stalled = Gauge(
+    f"{PREFIX}_partition_stalled",
+    "1 when the partition has been stalled longer than PARTITION_STALL_SECONDS while the group was stable.",
+    ["topic", "partition"],
+)
+_stall_labels: set[tuple[str, str]] = set()
+
+
+def record_partition_progress(topic: str, stuck_seconds: dict, threshold_seconds: float) -> None:
+    """This worker's partitions (partition -> seconds without progress while behind); others are dropped."""
+    keep = {(topic, str(p)) for p in stuck_seconds}
+    for labels in _stall_labels - keep:
+        partition_stall_seconds.remove(*labels)
+        partition_stalled.remove(*labels)
+    _stall_labels.intersection_update(keep)
+    for partition, seconds in stuck_seconds.items():
+        partition_stall_seconds.labels(topic, str(partition)).set(seconds)
+        partition_stalled.labels(topic, str(partition)).set(1 if seconds > threshold_seconds else 0)
+        _stall_labels.add((topic, str(partition)))
+
+
 audit_last_success = Gauge(
     f"{PREFIX}_audit_last_success_timestamp_seconds", "Unix time at which this worker's offset audit last completed.",
 )

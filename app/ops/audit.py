@@ -246,6 +246,26 @@ class KafkaView:
         starts = await self._consumer.beginning_offsets(self._tps(partitions))
         return {tp.partition: offset for tp, offset in starts.items()}
 
+    async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        if not partitions:
+            return {}
+        ends = await self._consumer.end_offsets(self._tps(partitions))
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def head_timestamps(self, heads: dict[int, Range]) -> dict[int, int]:
+        """Per partition, the broker timestamp (ms) of the first record in [start, stop): the oldest unprocessed."""
+        reader = TopicReader.over(self._consumer, self.topic, idle_polls=self.IDLE_POLLS)
+        found = {}
+        for partition, span in heads.items():
+            try:
+                async for batch in reader.batches({partition: span}):
+                    if batch:
+                        found[partition] = batch[0].timestamp
+                        break
+            except ReadStalled as exc:
+                raise AuditError(str(exc)) from None
+        return found
+
     async def record_runs(self, partition: int, ranges: list[Range]) -> list[Range]:
         """The offsets of sorted, disjoint `ranges` that hold a record, as runs.
 
@@ -305,3 +325,61 @@ async def audit(kafka: KafkaView, database, group: str, partitions: Iterable[int
             found = await kafka.record_runs(p, candidates)
         results.append(PartitionAudit(p, committed[p], log_starts[p], (lo, hi), rows.get(p, 0), found))
     return AuditReport(kafka.topic, group, results)
+
+
+# ------------------------------------------------------------------ stalls
+
+
+@dataclass
+class StallReport:
+    """Partitions whose committed offset stayed behind the end, with an old oldest-unprocessed record."""
+
+    topic: str
+    group: str
+    threshold_seconds: float
+    confirm_seconds: float
+    stalled: dict[int, dict] = field(default_factory=dict)  # partition -> committed, end, head age
+
+    def lines(self) -> list[str]:
+        if not self.stalled:
+            return [f"no stalled partition (none behind with a record older than {self.threshold_seconds:g} s "
+                    f"and a committed offset that did not move in {self.confirm_seconds:g} s)"]
+        return [f"partition {p} STALLED: committed offset {s['committed']} of {s['end']}; its oldest unprocessed "
+                f"record is {s['head_age_seconds']:.0f} s old and the committed offset did not move in "
+                f"{self.confirm_seconds:g} s (PARTITION_STALL_SECONDS={self.threshold_seconds:g}); "
+                "see docs/operations.md#partitionstalled" for p, s in sorted(self.stalled.items())]
+
+    def as_dict(self) -> dict:
+        return {"stalled": {str(p): s for p, s in sorted(self.stalled.items())},
+                "stall_threshold_seconds": self.threshold_seconds}
+
+
+async def find_stalls(kafka: KafkaView, group: str, partitions: list[int], threshold_seconds: float,
+                      confirm_seconds: float, now_ms=None, sleep=None) -> StallReport:
+    """Stalled partitions of `group` (app/domain/partition_progress.py, stalled_in_audit): behind, with
+    the oldest unprocessed record older than the threshold, and no commit during `confirm_seconds`
+    (waited only when some partition is a candidate)."""
+    import asyncio
+    import time
+
+    from app.domain.partition_progress import stalled_in_audit
+
+    now_ms = now_ms or (lambda: time.time() * 1000)
+    sleep = sleep or asyncio.sleep
+    report = StallReport(kafka.topic, group, threshold_seconds, confirm_seconds)
+    before = await kafka.committed(group, partitions)
+    starts = await kafka.log_starts(partitions)
+    ends = await kafka.end_offsets(partitions)
+    heads = {p: max(before[p] or 0, starts[p]) for p in partitions}
+    behind = {p: (heads[p], ends[p]) for p in partitions if heads[p] < ends[p]}
+    stamps = await kafka.head_timestamps(behind)
+    ages = {p: (now_ms() - stamp) / 1000 for p, stamp in stamps.items()}
+    if not any(age > threshold_seconds for age in ages.values()):
+        return report
+    await sleep(confirm_seconds)
+    after = await kafka.committed(group, partitions)
+    committed = {p: heads[p] if after[p] is None else after[p] for p in partitions}
+    base = {p: heads[p] if before[p] is None else before[p] for p in partitions}
+    for p, age in stalled_in_audit(base, committed, ends, ages, threshold_seconds).items():
+        report.stalled[p] = {"committed": committed[p], "end": ends[p], "head_age_seconds": round(age, 1)}
+    return report

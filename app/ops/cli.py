@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--group", help="consumer group whose committed offsets are audited (default: APP_ID)")
     audit.add_argument("--database-url", help="database to audit (default: DATABASE_URL)")
     audit.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    audit.add_argument("--stall-seconds", type=float,
+                       help="a partition behind its end whose oldest unprocessed record is older than this, and "
+                            "whose committed offset does not move, is stalled (default: PARTITION_STALL_SECONDS)")
+    audit.add_argument("--stall-confirm-seconds", type=float, default=10.0,
+                       help="how long to watch a candidate's committed offset before calling it stalled (default 10)")
     audit.add_argument("--repair", action="store_true",
                        help="replay exactly the missing ranges (idempotent), then audit again")
     acls = commands.add_parser(
@@ -180,7 +185,7 @@ async def _audit(settings, args, database) -> int:
     from aiokafka.errors import KafkaError
 
     from app.adapters.topics import topic_partitions
-    from app.ops.audit import AuditError, KafkaView, audit, isolation_level
+    from app.ops.audit import AuditError, KafkaView, audit, find_stalls, isolation_level
     from app.ops.replay import replay_ranges
 
     topic, group = args.topic or settings.command_topic, args.group or settings.app_id
@@ -208,19 +213,21 @@ async def _audit(settings, args, database) -> int:
                 if not args.json:
                     print("\n".join(summary.lines()) + "\n\naudit after the repair:")
                 report = await audit(kafka, database, group, partitions)
+            stall_seconds = args.stall_seconds if args.stall_seconds is not None else settings.partition_stall_seconds
+            stalls = await find_stalls(kafka, group, partitions, stall_seconds, args.stall_confirm_seconds)
     except (AuditError, KafkaError, psycopg2.Error, OSError, asyncio.TimeoutError) as exc:
         print(f"error: the audit could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 3
     finally:
         await database.close()
     if args.json:
-        print(json.dumps({**report.as_dict(), **({"repair": repair} if repair else {})}))
+        print(json.dumps({**report.as_dict(), **stalls.as_dict(), **({"repair": repair} if repair else {})}))
     else:
-        print("\n".join(report.lines()))
+        print("\n".join(stalls.lines() + report.lines()))
     if not report.committed_any:
         print(f"warning: group {group!r} has no committed offset on {topic}: nothing was audited "
               "(check --group)", file=sys.stderr)
-    return 1 if report.missing else 0
+    return 1 if report.missing or stalls.stalled else 0
 
 
 async def _run_replay(settings, database, args, start, stop):

@@ -64,3 +64,42 @@ async def test_an_unreadable_record_blocks_its_partition_and_says_where(workers,
     assert "Traceback" not in worker.log()
     code, _ = worker.terminate()
     assert code == 0
+
+
+async def test_a_partition_that_stops_moving_is_flagged_by_the_metric_and_the_audit(
+        workers, namespace, bootstrap_servers, http):
+    """PARTITION_STALL_SECONDS: the worker's metric (which PartitionStalled reads) and `python -m app audit`."""
+    import subprocess
+    import sys
+
+    from tests.worker_process import REPO
+
+    await namespace.create_topic(8)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(namespace.topic, command(str(uuid.uuid4())), key=b"k", partition=BLOCKED_PARTITION)
+        await send_raw(producer, namespace.topic, BLOCKED_PARTITION, command(str(uuid.uuid4())),
+                       headers=[(b"x-\xff\xfe-name", b"v")])
+        await producer.send_and_wait(namespace.topic, command(str(uuid.uuid4())), key=b"k", partition=BLOCKED_PARTITION)
+        await producer.send_and_wait(namespace.topic, command(str(uuid.uuid4())), key=b"k", partition=0)
+    finally:
+        await producer.stop()
+    worker = await workers(FAULT_STAGE="unreadable", PARTITION_STALL_SECONDS="3").wait_ready()
+    stalled = (f'timestamp_partition_stalled{{partition="{BLOCKED_PARTITION}",topic="{namespace.topic}"}} 1.0')
+    healthy = f'timestamp_partition_stalled{{partition="0",topic="{namespace.topic}"}} 0.0'
+
+    async def flagged():
+        async with http.get(f"{worker.url}/metrics") as response:
+            text = await response.text()
+        return text if stalled in text else None
+
+    text = await wait_until(flagged, 40, "the stalled partition's metric")
+    assert healthy in text
+
+    audit = subprocess.run([sys.executable, "-m", "app", "audit", "--stall-seconds", "3",
+                            "--stall-confirm-seconds", "2"], cwd=REPO, env=namespace.env(),
+                           capture_output=True, text=True, timeout=120)
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    assert f"partition {BLOCKED_PARTITION} STALLED" in audit.stdout
+    assert "partition 0 STALLED" not in audit.stdout

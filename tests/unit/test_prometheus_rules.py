@@ -108,7 +108,7 @@ EXPECTED_ALERTS = {
     "HighHttpErrorRate", "PublishFailures", "EndToEndLatencyP95High", "EndToEndLatencyP99High",
     "HighDatabaseWriteLatency", "ConsumerLagHigh", "ConsumerLagGrowing", "HighInvalidEventRate",
     "DatabaseWriteFailures", "CircuitBreakerOpen", "DeadLettersArriving", "WorkerDown", "NoWorkers",
-    "TimestampAuditGap", "TimestampAuditNotRunning",
+    "TimestampAuditGap", "TimestampAuditNotRunning", "PartitionStalled",
 }
 
 
@@ -189,7 +189,7 @@ DOCUMENTED_METRICS = {
     "timestamp_events_processed_total", "timestamp_batch_size_events", "timestamp_db_write_duration_seconds",
     "timestamp_db_write_failures_total", "timestamp_end_to_end_latency_seconds",
     "timestamp_consumer_lag_messages", "timestamp_table_keys", "timestamp_circuit_breaker_state",
-    "timestamp_dead_letters_total", "timestamp_audit_gap_messages", "timestamp_audit_last_success_timestamp_seconds",
+    "timestamp_dead_letters_total", "timestamp_audit_gap_messages", "timestamp_audit_last_success_timestamp_seconds", "timestamp_partition_stalled",
 }
 
 
@@ -197,7 +197,7 @@ def test_rule_reader_finds_one_expression_per_rule():
     text = RULES.read_text()
     count = len(re.findall(r"^\s*- (record|alert):", text, re.M))
     exprs = rule_expressions()
-    assert len(exprs) == count == 31
+    assert len(exprs) == count == 32
     assert all(e and not e.startswith(("|", ">", '"', "'")) for e in exprs)
     assert 'absent(up{job="timestamp-pipeline"} == 1)' in exprs
 
