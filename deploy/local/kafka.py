@@ -150,9 +150,13 @@ def fetch_kafka_libs(libs_dir: Path) -> Path:
 
 
 def _read_ports(paths: KafkaPaths) -> tuple[int, int] | None:
+    return _read_port_pair(paths, "port", "controller_port")
+
+
+def _read_port_pair(paths: KafkaPaths, first: str, second: str) -> tuple[int, int] | None:
     values = read_kv(paths.ports)
     try:
-        return int(values["port"]), int(values["controller_port"])
+        return int(values[first]), int(values[second])
     except (KeyError, ValueError):
         return None
 
@@ -379,11 +383,7 @@ def start_kafka(
 
 
 def _read_secure_ports(paths: KafkaPaths) -> tuple[int, int] | None:
-    values = read_kv(paths.ports)
-    try:
-        return int(values["sasl_ssl_port"]), int(values["ssl_port"])
-    except (KeyError, ValueError):
-        return None
+    return _read_port_pair(paths, "sasl_ssl_port", "ssl_port")
 
 
 def _choose_secure_ports(recorded: tuple[int, int] | None, taken: tuple[int, int]) -> tuple[int, int]:

@@ -96,6 +96,15 @@ def cli(namespace, env: dict[str, str], *args: str) -> subprocess.CompletedProce
                           timeout=180, env={**namespace.env(), **env, "LOG_LEVEL": "DEBUG"})
 
 
+async def not_ready(http, worker) -> dict | None:
+    """The readiness answer when it is 503 (the stand-in server answers while Kafka refuses the worker)."""
+    try:
+        async with http.get(f"{worker.url}/health/ready") as response:
+            return (await response.json()) if response.status == 503 else None
+    except OSError:
+        return None
+
+
 def assert_no_secret(texts, secrets: set[str]) -> None:
     for text in texts:
         for secret in secrets:
@@ -189,14 +198,7 @@ async def test_a_wrong_password_keeps_the_worker_up_and_says_why_until_it_is_fix
     password_file.write_text("not-the-password\n")
     worker = start(workers, namespace, KAFKA_SASL_PASSWORD_FILE=str(password_file))
 
-    async def refused():
-        try:
-            async with http.get(f"{worker.url}/health/ready") as response:
-                return (await response.json()) if response.status == 503 else None
-        except OSError:
-            return None
-
-    body = await wait_until(refused, 30, "readiness DOWN with a reason")
+    body = await wait_until(lambda: not_ready(http, worker), 30, "readiness DOWN with a reason")
     assert body["checks"]["kafka"]["error"].startswith("authentication failed")
     async with http.get(f"{worker.url}/health/live") as response:
         assert response.status == 200
@@ -223,14 +225,7 @@ async def test_a_broker_certificate_from_another_ca_is_refused(workers, namespac
     trustme.CA().cert_pem.write_to_path(str(other_ca))
     worker = start(workers, namespace, KAFKA_SSL_CAFILE=str(other_ca))
 
-    async def refused():
-        try:
-            async with http.get(f"{worker.url}/health/ready") as response:
-                return (await response.json()) if response.status == 503 else None
-        except OSError:
-            return None
-
-    body = await wait_until(refused, 30, "readiness DOWN with a reason")
+    body = await wait_until(lambda: not_ready(http, worker), 30, "readiness DOWN with a reason")
     error = body["checks"]["kafka"]["error"]
     assert error.startswith("TLS handshake failed") and "CERTIFICATE_VERIFY_FAILED" in error, error
 
