@@ -193,6 +193,10 @@ class Settings:
     kafka_replication_factor: int = _setting(
         "1", _positive_int,
         "Replication factor of the topics this service creates (3 on a production cluster).")
+    kafka_group_instance_id: str = _setting(
+        "", _optional_text,
+        "Static group membership: a name stable across restarts of this worker (the pod name). A worker back "
+        "within KAFKA_SESSION_TIMEOUT_SECONDS gets its partitions back without a rebalance; empty: dynamic.")
     kafka_session_timeout_seconds: float = _setting(
         "10", _positive_float,
         "How soon the group notices a dead worker and hands its partitions to others.")

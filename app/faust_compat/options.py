@@ -45,6 +45,8 @@ def faust_options(settings: Settings) -> dict:
         # have their own producer (app/adapters/publisher.py).
         producer_acks=-1,
         broker_session_timeout=settings.kafka_session_timeout_seconds,
+        # Static membership: a restart within the session timeout moves no partition (KIP-345).
+        consumer_group_instance_id=settings.kafka_group_instance_id or None,
         broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
         producer_request_timeout=kafka_request_timeout_seconds(settings),
         producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,

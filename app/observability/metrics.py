@@ -95,6 +95,9 @@ audit_gap_messages = Gauge(
     "in the last AUDIT_WINDOW_MESSAGES offsets of each partition assigned to this worker.",
     ["topic", "partition"],
 )
+rebalances = Counter(
+    f"{PREFIX}_rebalances_total", "Consumer-group rebalances this worker took part in (completed).",
+)
 partition_stall_seconds = Gauge(
     f"{PREFIX}_partition_stall_seconds",
     "Seconds this worker's partition has been behind its end offset without its committed offset moving "
@@ -233,7 +236,11 @@ def setup_faust_sensors(app, name_prefix: str = "faust") -> None:
 
 
 def collect_pipeline_metrics(app, command_topic: str, table) -> None:
-    """Export this worker's consumer lag and the query table's size (read at each scrape)."""
+    """Export this worker's consumer lag and the query table's size (read at each scrape), and count rebalances."""
+
+    @app.on_rebalance_complete.connect
+    async def count_rebalance(sender, **kwargs) -> None:
+        rebalances.inc()
 
     def consumer_lag() -> list[tuple[str, int, int]]:
         """(topic, partition, end offset - committed offset) of this worker's command partitions."""

@@ -419,3 +419,12 @@ def test_packaged_chart_carries_the_rules_and_a_linkless_checkout_fails_loudly(t
     failed = tools.run([tools.helm(), "template", "tp", str(copy), "--kube-version", tools.KUBERNETES_VERSION,
                         "--set", "metrics.prometheusRule.enabled=true"])
     assert failed.returncode != 0 and "holds no rule groups" in failed.stderr
+
+
+def test_static_membership_names_each_worker_by_its_pod(default):
+    env = {item["name"]: item for item in container(default)["env"]}
+    assert env["KAFKA_GROUP_INSTANCE_ID"]["value"] == "$(POD_NAME)"
+    names = [item["name"] for item in container(default)["env"]]
+    assert names.index("POD_NAME") < names.index("KAFKA_GROUP_INSTANCE_ID"), "$(POD_NAME) expands only after it"
+    session = float(default["ConfigMap"]["data"]["KAFKA_SESSION_TIMEOUT_SECONDS"])
+    assert session >= 30, "a restart must fit in the session timeout, or static membership moves partitions anyway"

@@ -130,9 +130,11 @@ def workers(namespace: Namespace, tmp_path: Path):
     """
     started: list[Worker] = []
 
-    def start(**overrides: str) -> Worker:
+    def start(port: int | None = None, **overrides: str) -> Worker:
+        """A worker; `port` reuses one (a restart of that worker: the same address and data dir)."""
         kind = FaultyWorker if "FAULT_STAGE" in overrides else Worker
-        worker = kind(namespace.env(**overrides), tmp_path / f"worker-{len(started)}.log").start()
+        extra = {"port": port} if port is not None else {}
+        worker = kind(namespace.env(**overrides), tmp_path / f"worker-{len(started)}.log", **extra).start()
         started.append(worker)
         return worker
 
