@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 import functools
 import logging
 import time
@@ -43,8 +42,9 @@ SHED_LOG_INTERVAL_SECONDS = 10.0
 
 # Limits on what a client may send (aiohttp answers 400/413 beyond them).
 MAX_BODY_BYTES = 64 * 1024
-# The API reads no request body (the timestamp is in the path): one is ignored, but
-# bounded like any: over MAX_BODY_BYTES 413, not finished within this many seconds 408.
+# No endpoint reads a request body (the timestamp is in the path): one is ignored, but
+# bounded, Content-Length or chunked alike: over MAX_BODY_BYTES 413, not ended within this
+# many seconds 408, and in both cases the handler does not run (see _body_refused).
 BODY_READ_TIMEOUT_SECONDS = 10.0
 MAX_LINE_BYTES = 4096  # request line, so the URL too
 MAX_HEADER_BYTES = 8190
@@ -126,20 +126,32 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-async def _chunked_body_refused(request: web.Request) -> web.Response | None:
-    """Read a body of unknown length (chunked) up to the limit, as a Content-Length one is checked;
-    None when it ended in time and within the limit (the API then ignores it)."""
+async def _body_refused(request: web.Request) -> web.Response | None:
+    """Read and drop the request body, the same way whether it has a Content-Length or is chunked.
+
+    No endpoint reads a body (the timestamp is in the path), so one is ignored, but only once it
+    has ended, within MAX_BODY_BYTES and BODY_READ_TIMEOUT_SECONDS: the handler (so the publish)
+    never runs while a client is still sending. None when the body may be ignored.
+    """
+    close = {"Connection": "close"}  # aiohttp still drains what is sent for a while, so the client reads this
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return json_error(413, "request_too_large", f"the request body (Content-Length {request.content_length}) "
+                          f"is over the {MAX_BODY_BYTES} bytes allowed", headers=close)
+    if not request.body_exists:
+        return None
     size = 0
     try:
         async with asyncio.timeout(BODY_READ_TIMEOUT_SECONDS):
             while chunk := await request.content.readany():
                 size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    return json_error(413, "request_too_large", f"request bodies are limited to {MAX_BODY_BYTES} "
-                                      "bytes, chunked ones too", headers={"Connection": "close"})
+                if size > MAX_BODY_BYTES:  # only a chunked body gets here: aiohttp stops at Content-Length
+                    return json_error(413, "request_too_large", f"the chunked request body is over the "
+                                      f"{MAX_BODY_BYTES} bytes allowed", headers=close)
     except TimeoutError:
-        return json_error(408, "request_timeout", f"the request body did not end within "
-                          f"{BODY_READ_TIMEOUT_SECONDS:g} s", headers={"Connection": "close"})
+        framing = "chunked" if request.content_length is None else f"Content-Length {request.content_length}"
+        received = f"{size} byte{'' if size == 1 else 's'} received"
+        return json_error(408, "request_timeout", f"the request body ({framing}) did not end within "
+                          f"{BODY_READ_TIMEOUT_SECONDS:g} s ({received})", headers=close)
     return None
 
 
@@ -147,9 +159,7 @@ async def _handle(request: web.Request, handler) -> web.StreamResponse:
     if _sheddable(request) and (delay := waited(request)) > MAX_REQUEST_WAIT_SECONDS:
         return overloaded(request, "waited", f"{request.method} {request.path[:100]} waited {delay * 1000:.0f} ms "
                                              f"(MAX_REQUEST_WAIT_SECONDS={MAX_REQUEST_WAIT_SECONDS:g})")
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        return json_error(413, "request_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
-    if request.content_length is None and request.body_exists and (refused := await _chunked_body_refused(request)):
+    if refused := await _body_refused(request):
         return refused
     if API_KEYS and auth.needs_key(request.method, request.path, settings.auth_protect):
         if not auth.is_valid(auth.presented_key(request.headers), API_KEYS):

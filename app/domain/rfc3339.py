@@ -37,7 +37,11 @@ def parse_rfc3339(text: str) -> datetime:
     match = _DATE_TIME.fullmatch(text)
     if match is None:
         raise InvalidTimestamp("not an RFC 3339 date-time")
-    part = {k: int(v) for k, v in match.groupdict().items() if v and v.isdigit()}
+    fraction = match["fraction"] or ""
+    if len(fraction) > MAX_FRACTION_DIGITS:  # before any int(): past 4300 digits int() raises ValueError
+        raise InvalidTimestamp(f"the fraction of a second has {len(fraction)} digits; "
+                               f"at most {MAX_FRACTION_DIGITS} (nanoseconds) are accepted")
+    part = {k: int(v) for k, v in match.groupdict().items() if v and v.isdigit() and k != "fraction"}
     if part["second"] == 60:
         raise InvalidTimestamp("leap seconds (second 60) are not supported")
     if not match["utc"]:
@@ -45,10 +49,6 @@ def parse_rfc3339(text: str) -> datetime:
             raise InvalidTimestamp("UTC offset out of range; hours must be 00-23, minutes 00-59")
     if part["year"] == 0:
         raise InvalidTimestamp("year 0000 is out of range; years run from 0001 to 9999")
-    fraction = match["fraction"] or ""
-    if len(fraction) > MAX_FRACTION_DIGITS:
-        raise InvalidTimestamp(f"the fraction of a second has {len(fraction)} digits; "
-                               f"at most {MAX_FRACTION_DIGITS} (nanoseconds) are accepted")
     microsecond = int((fraction + "000000")[:6])
     try:
         local = datetime(part["year"], part["month"], part["day"],

@@ -192,3 +192,15 @@ def offsets_without_rows(namespace: "Namespace", committed: dict[int, int | None
         for partition, offset in committed.items()
         if (missing := [o for o in range(offset or 0) if o not in present.get(partition, set())])
     }
+
+
+async def assert_no_commit_past_a_missing_row(namespace, ends: dict[int, int], timeout: float = 90) -> dict:
+    """Sample the group's offsets until they reach `ends`, checking each time that no message below them lacks its row."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        committed = await committed_offsets(namespace.bootstrap_servers, namespace.app_id, namespace.topic)
+        assert offsets_without_rows(namespace, committed) == {}, f"committed past unprocessed messages: {committed}"
+        if all((committed.get(partition) or 0) >= end for partition, end in ends.items()):
+            return committed
+        await asyncio.sleep(0.3)
+    pytest.fail(f"offsets stalled at {committed}")

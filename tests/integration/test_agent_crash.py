@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 
 import pytest
 
-from tests.integration.conftest import committed_offsets, offsets_without_rows
+from tests.integration.conftest import assert_no_commit_past_a_missing_row, offsets_without_rows
 
 TOTAL = 60
 
@@ -34,18 +33,6 @@ def assert_every_committed_message_has_its_row(namespace, committed: dict, ids: 
     assert offsets_without_rows(namespace, committed) == {}
     stored = [row[0] for row in namespace.query("SELECT id::text FROM timestamp_records")]
     assert sorted(stored) == sorted(ids)
-
-
-async def assert_no_commit_past_a_missing_row(namespace, ends: dict[int, int], timeout: float = 90) -> dict:
-    """Sample the group's offsets until they reach `ends`, checking each time that no message below them lacks its row."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        committed = await committed_offsets(namespace.bootstrap_servers, namespace.app_id, namespace.topic)
-        assert offsets_without_rows(namespace, committed) == {}, f"committed past unprocessed messages: {committed}"
-        if all((committed.get(partition) or 0) >= end for partition, end in ends.items()):
-            return committed
-        await asyncio.sleep(0.3)
-    pytest.fail(f"offsets stalled at {committed}")
 
 
 async def test_a_nested_array_on_every_partition_loses_nothing(workers, namespace, producer):

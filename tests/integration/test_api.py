@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from tests import raw_http
 from tests.integration.conftest import topic_end_offsets, wait_until
 from tests.unit.test_http_parser_errors import raw_request
 
@@ -230,36 +231,35 @@ async def test_events_without_a_correlation_id_value_say_so(worker, http, query,
     assert body["error"] == "missing_correlation_id" and body["message"].startswith(message)
 
 
-async def _raw_post(url: str, path: str, chunks: list[bytes], finish: bool, read_timeout: float = 20) -> tuple[int, dict]:
-    """POST a chunked body over a raw connection; returns (status, JSON body)."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
-                     "Content-Type: application/json\r\n\r\n".encode())
-        for chunk in chunks:
-            writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-            await writer.drain()
-        if finish:
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), read_timeout)
-        status = int(head.split(b" ")[1])
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-        return status, json.loads(await asyncio.wait_for(reader.readexactly(length), read_timeout))
-    finally:
-        writer.close()
-
-
-async def test_post_bodies_are_ignored_but_bounded_chunked_ones_too(worker, namespace, bootstrap_servers):
-    """The API reads no body (the timestamp is in the path): a small one is ignored, a large or endless one
-    refused before anything is published, whether it came with a Content-Length or chunked."""
+async def test_post_bodies_are_ignored_but_bounded_with_content_length_or_chunked(worker, namespace,
+                                                                                 bootstrap_servers):
+    """The API reads no body (the timestamp is in the path): one that ends within 64 KiB is ignored, a larger
+    or endless one refused before anything is published, whether it came with a Content-Length or chunked."""
     path = "/api/v1/timestamp/2020-01-01T00:00:00Z"
-    status, body = await _raw_post(worker.url, path, [b'{"ignored": true}'], finish=True)
-    assert status == 200 and "id" in body
+    host, port = worker.url.removeprefix("http://").split(":")
+
+    async def send(request: bytes) -> raw_http.Answer:
+        return await raw_http.send(host, int(port), request)
+
+    for request in (raw_http.chunked(path, [b'{"ignored":', b" true}"]), raw_http.sized(path, 2, b"{}")):
+        answer = await send(request)
+        assert answer.status == 200 and "id" in answer.json()
     before = await topic_end_offsets(bootstrap_servers, namespace.topic)
-    status, body = await _raw_post(worker.url, path, [b"x" * 65536] * 16, finish=True)  # 1 MiB
-    assert (status, body["error"]) == (413, "request_too_large")
-    status, body = await _raw_post(worker.url, path, [b"{"], finish=False)  # never ends
-    assert (status, body["error"]) == (408, "request_timeout")
+    assert sum(before.values()) == 2
+
+    too_large = await send(raw_http.chunked(path, [b"x" * 65536] * 16))  # 1 MiB
+    assert (too_large.status, too_large.json()) == (413, {
+        "error": "request_too_large", "message": "the chunked request body is over the 65536 bytes allowed"})
+    declared = await send(raw_http.sized(path, 1 << 20, b"x" * 1000))
+    assert (declared.status, declared.json()) == (413, {
+        "error": "request_too_large", "message": "the request body (Content-Length 1048576) is over the 65536 "
+                                                 "bytes allowed"})
+    never_ends = await asyncio.gather(send(raw_http.chunked(path, [b"{"], finish=False)),
+                                      send(raw_http.sized(path, 100, b"{")))
+    assert [(answer.status, answer.json()) for answer in never_ends] == [
+        (408, {"error": "request_timeout", "message": "the request body (chunked) did not end within 10 s "
+                                                      "(1 byte received)"}),
+        (408, {"error": "request_timeout", "message": "the request body (Content-Length 100) did not end within "
+                                                      "10 s (1 byte received)"}),
+    ]
     assert await topic_end_offsets(bootstrap_servers, namespace.topic) == before

@@ -74,17 +74,90 @@ def test_brackets_inside_strings_do_not_count_as_nesting():
     assert decode_command(value).command_id == COMMAND_ID
 
 
-@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
-@pytest.mark.parametrize("text", [
-    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z"}',
-    "[" * 200 + "]" * 200,  # nested past MAX_JSON_DEPTH: the depth check cannot be bypassed either
+NOT_UTF8 = "message value is not UTF-8 (JSON between systems must be, RFC 8259)"
+NUL_BYTES = "message value is not UTF-8 JSON: it holds NUL bytes (UTF-16 or UTF-32?)"
+FLAT = '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z"}'
+NESTED = "[" * 200 + "]" * 200  # past MAX_JSON_DEPTH, which a byte scan for UTF-8 brackets did not see in UTF-16
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("text", [FLAT, NESTED], ids=["flat", "nested"])
+@pytest.mark.parametrize("bom", [True, False], ids=["bom", "no-bom"])
+def test_json_in_utf16_or_utf32_is_invalid_with_or_without_a_byte_order_mark(encoding, text, bom):
+    """json.loads(bytes) would read every one of these (it detects the encoding); RFC 8259 wants UTF-8."""
+    value = (("\ufeff" if bom else "") + text).encode(encoding)
+    # A byte order mark is never UTF-8; without one, ASCII in UTF-16/32 is UTF-8 with NUL bytes in between.
+    expected = NOT_UTF8 if bom else NUL_BYTES
+    with pytest.raises(InvalidCommand) as raised:
+        decode_command(value)
+    assert str(raised.value) == expected
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])  # Python's: a byte order mark, native order
+@pytest.mark.parametrize("text", [FLAT, NESTED], ids=["flat", "nested"])
+def test_json_in_utf16_or_utf32_as_python_writes_it_is_invalid(encoding, text):
+    with pytest.raises(InvalidCommand) as raised:
+        decode_command(text.encode(encoding))
+    assert str(raised.value) == NOT_UTF8
+
+
+@pytest.mark.parametrize("value", [
+    b'{"a": "\xc0\xaf"}',  # an overlong "/"
+    b'{"a": "\xed\xa0\x80"}',  # a surrogate in UTF-8 form (CESU-8)
+    b'{"a": "\xe2\x82"}',  # a sequence cut short
+    b'{"a": "caf\xe9"}',  # Latin-1
 ])
-def test_json_in_utf16_or_utf32_is_invalid_with_or_without_a_byte_order_mark(encoding, text):
-    for value in (text.encode(encoding), ("\ufeff" + text).encode(encoding)):
-        with pytest.raises(InvalidCommand, match="not UTF-8"):
-            decode_command(value)
+def test_bytes_that_are_not_strict_utf8_are_invalid(value):
+    with pytest.raises(InvalidCommand, match="not UTF-8"):
+        decode_command(value)
+
+
+def test_utf16_without_nul_bytes_is_not_json():
+    """Non-ASCII UTF-16 may be valid UTF-8 without NUL, but it is then other text, never a command's JSON."""
+    value = "\u4e2d\u5b7b".encode("utf-16-le")  # -N{[: UTF-8 without a NUL
+    assert value.decode("utf-8") == "-N{["
+    with pytest.raises(InvalidCommand, match="message value is not JSON"):
+        decode_command(value)
 
 
 def test_a_utf8_byte_order_mark_is_ignored():
-    value = b"\xef\xbb\xbf" + b'{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z"}'
+    value = b"\xef\xbb\xbf" + FLAT.encode()
     assert str(decode_command(value).command_id) == "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10"
+
+
+@pytest.mark.parametrize("value, reason", [
+    (b"\xef\xbb\xbf" + NESTED.encode(), "nests deeper than 32 levels"),
+    (b"\xef\xbb\xbf" + b"\xef\xbb\xbf" + FLAT.encode(), "not JSON"),  # one mark is ignored, not two
+    (b"\xef\xbb\xbf", "not JSON"),
+    (b"\xef\xbb\xbf" + b" " * 997 + FLAT.encode(), f"{1000 + len(FLAT)} bytes, more than the 1000 allowed"),
+])
+def test_a_utf8_byte_order_mark_hides_nothing_from_the_checks(value, reason):
+    from app.domain.commands import DecodeLimits
+
+    with pytest.raises(InvalidCommand, match=reason):
+        decode_command(value, limits=DecodeLimits(max_bytes=1000, max_depth=32))
+
+
+def test_the_size_limit_counts_bytes_whatever_the_encoding():
+    from app.domain.commands import DecodeLimits
+
+    value = FLAT.encode("utf-32-le")  # 4 bytes per character
+    with pytest.raises(InvalidCommand, match=f"{len(value)} bytes, more than the 200 allowed"):
+        decode_command(value, limits=DecodeLimits(max_bytes=200, max_depth=32))
+
+
+@pytest.mark.parametrize("fraction, microsecond", [("1", 100000), ("123456", 123456), ("1234567", 123456),
+                                                   ("999999999", 999999)])
+def test_kafka_commands_take_fractions_of_up_to_9_digits_truncated_to_microseconds(fraction, microsecond):
+    """As on HTTP (app/domain/rfc3339.py): truncated, never rounded."""
+    value = json.dumps({"command_id": str(COMMAND_ID), "event_timestamp": f"2020-01-01T00:00:00.{fraction}Z"})
+    assert decode_command(value.encode()).event_timestamp == datetime(2020, 1, 1, 0, 0, 0, microsecond, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("digits", [10, 20, 5000])
+def test_kafka_commands_with_a_fraction_of_10_digits_or_more_are_invalid(digits):
+    value = json.dumps({"command_id": str(COMMAND_ID), "event_timestamp": f"2020-01-01T00:00:00.{'1' * digits}Z"})
+    with pytest.raises(InvalidCommand) as raised:
+        decode_command(value.encode())
+    assert str(raised.value) == (f"'event_timestamp': the fraction of a second has {digits} digits; "
+                                 "at most 9 (nanoseconds) are accepted")
