@@ -202,6 +202,10 @@ async def test_a_wrong_password_keeps_the_worker_up_and_says_why_until_it_is_fix
     assert body["checks"]["kafka"]["error"].startswith("authentication failed")
     async with http.get(f"{worker.url}/health/live") as response:
         assert response.status == 200
+    async with http.get(f"{worker.url}/metrics") as response:
+        metrics_text = await response.text()
+    secrets = secrets_of(stack_env("secure.env")) | {"not-the-password"}
+    assert_no_secret([json.dumps(body), metrics_text], secrets)
     await asyncio.sleep(3)
     log = worker.log()
     assert worker.process.poll() is None
@@ -214,7 +218,11 @@ async def test_a_wrong_password_keeps_the_worker_up_and_says_why_until_it_is_fix
     command_id = await post(http, worker, 2)
     await namespace.wait_for_records(1)
     assert command_id
-    assert_no_secret([worker.log()], secrets_of(stack_env("secure.env")))
+    async with http.get(f"{worker.url}/health/ready") as response:
+        ready = await response.text()
+    async with http.get(f"{worker.url}/metrics") as response:
+        metrics_text = await response.text()
+    assert_no_secret([worker.log(), ready, metrics_text], secrets)
 
 
 async def test_a_broker_certificate_from_another_ca_is_refused(workers, namespace, secured, http, tmp_path):
