@@ -11,7 +11,7 @@ from app.services import database, database_breaker
 from app.settings import settings
 from app.sink.batching_sink import BatchingSink
 from app.sink.timestamp_sink import TimestampSink
-from tables.timestamps_by_id import TimestampTableWriter
+from tables.timestamps_by_id import TimestampTableWriter, owned_table_partitions
 
 stalls = resume_stalled_partitions(app, settings.command_topic, report_after_seconds=settings.partition_stall_seconds)
 
@@ -24,7 +24,7 @@ async def persist_timestamps(stream):
     after all of it is written (app/sink/batching_sink.py).
     """
     await app.schema_ready.wait()  # migrations run at start-up (app/lifecycle.py)
-    table = TimestampTableWriter(database, owned_command_partitions)
+    table = TimestampTableWriter(database, owned_table_partitions)
     writer = TimestampSink(database, send_dead_letters, table.update, settings.command_topic,
                            settings.decode_limits, settings.database_retry_max_seconds, database_breaker,
                            dead_letter_topic=settings.dead_letter_topic)
@@ -46,7 +46,3 @@ async def send_dead_letters(letters: Sequence[DeadLetter]) -> None:
     for delivery in deliveries:
         await delivery
 
-
-def owned_command_partitions() -> set[int]:
-    """Partitions of the command topic (and so of the table) this worker owns now."""
-    return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.command_topic}

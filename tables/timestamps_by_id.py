@@ -7,6 +7,7 @@ with `table[key] = value`: the same messages, a fraction of the cost.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime, timezone
 from typing import Callable
@@ -86,19 +87,17 @@ if settings.table_retention:
                         type(exc).__name__, " ".join(str(exc).split()))
 
 
-_expiries: list[TableExpiry] = []
-
-
+@functools.cache
 def _expiry() -> TableExpiry:
-    if not _expiries:
-        changelog = ChangelogBatchWriter(timestamps_by_id, settings.kafka,
-                                         settings.command_topic_partitions, _owned_table_partitions)
-        _expiries.append(TableExpiry(database, changelog, _holds, settings.table_retention,
-                                     settings.command_topic_partitions, _owned_table_partitions))
-    return _expiries[0]
+    """Built at the first sweep, not at import."""
+    changelog = ChangelogBatchWriter(timestamps_by_id, settings.kafka, settings.command_topic_partitions,
+                                     owned_table_partitions)
+    return TableExpiry(database, changelog, _holds, settings.table_retention, settings.command_topic_partitions,
+                       owned_table_partitions)
 
 
-def _owned_table_partitions() -> set[int]:
+def owned_table_partitions() -> set[int]:
+    """Partitions of the command topic, and so of the table, this worker owns now."""
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.command_topic}
 
 

@@ -133,7 +133,3 @@ def faust_credentials(kafka: KafkaConnection):
         return LazySSLCredentials()
     return None
 
-
-def broker_url(kafka: KafkaConnection) -> str:
-    """Faust's `broker` setting: kafka://host:port;kafka://... (the protocol comes from the credentials)."""
-    return ";".join(f"kafka://{host}" for host in kafka.bootstrap_servers.split(","))

@@ -9,12 +9,12 @@ worker that took the partition over crashed the same way.
 
 `install()` swaps the ``MemoryRecords`` class the fetcher parses responses
 with for `TolerantMemoryRecords`. Each batch is read by aiokafka's own (C)
-reader first; only a batch that raises is read again by `read_tolerantly`,
+reader first; only a batch that raises is read again by `_TolerantBatch`,
 which keeps a header name that is not UTF-8 as a ``str`` holding its bytes
 (``surrogateescape``). The record then reaches the agent like any other, which
 finds the name with `undecodable_header_names` and dead-letters the record
-(``dlq.reason=undecodable_record``). What a normal batch costs is one Python
-generator step per record (measured by ``make bench``).
+(``dlq.reason=undecodable_record``). A normal batch costs a list of its
+records, built ahead of the fetcher (measured by ``make bench``).
 
 A batch that neither reader can read (no such record is known; a codec this
 process lacks would be one) is not skipped: the partition stops in front of it,
@@ -113,11 +113,6 @@ def _nullable_bytes(buffer: bytearray, pos: int) -> tuple[bytes | None, int]:
     return bytes(buffer[pos:pos + size]), pos + size
 
 
-def read_tolerantly(batch_bytes: bytes) -> list[Record]:
-    """Every record of one v2 batch, header names that are not UTF-8 included."""
-    return list(_TolerantBatch(batch_bytes))
-
-
 # ------------------------------------------------------------ blocked partitions
 
 
@@ -129,7 +124,6 @@ class Blocked:
     partition: int
     offset: int
     reason: str
-    since: float
 
     def describe(self) -> str:
         return f"{self.topic}[{self.partition}] cannot be read at offset {self.offset}: {self.reason}"
@@ -147,7 +141,7 @@ class BlockedPartitions:
             known = self._blocked.get((topic, partition))
             if known is not None and known.offset == offset:
                 return
-            self._blocked[(topic, partition)] = blocked = Blocked(topic, partition, offset, reason, time.time())
+            self._blocked[(topic, partition)] = blocked = Blocked(topic, partition, offset, reason)
         log.error("Consumer stopped: %s. Nothing after it is read or acknowledged; the worker reports not ready. "
                   "See the runbook, 'A partition the consumer cannot read'", blocked.describe())
 
@@ -269,9 +263,7 @@ class TolerantMemoryRecords:
             return self._block(base_offset, [], "the batch's CRC does not match its content")
         try:
             return _ReadBatch(batch, list(batch))
-        except UnicodeDecodeError as exc:
-            first_error = exc
-        except Exception as exc:  # noqa: BLE001  whatever the C reader refused, the tolerant one tries
+        except Exception as exc:  # noqa: BLE001  whatever the C reader refused (UnicodeDecodeError), retried
             first_error = exc
         if self._data[start + _MAGIC_OFFSET] < 2:
             return self._block(base_offset, [], _describe(first_error))

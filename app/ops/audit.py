@@ -14,7 +14,9 @@ writes: Kafka is read without a consumer group and PostgreSQL with SELECTs.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -23,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.adapters.kafka_client import Kafka, client_options
 from app.adapters.topic_reader import ReadStalled, TopicReader, reader_consumer
+from app.domain.partition_progress import stalled_in_audit
 
 Range = tuple[int, int]  # [start, stop) offsets
 
@@ -359,11 +362,6 @@ async def find_stalls(kafka: KafkaView, group: str, partitions: list[int], thres
     """Stalled partitions of `group` (app/domain/partition_progress.py, stalled_in_audit): behind, with
     the oldest unprocessed record older than the threshold, and no commit during `confirm_seconds`
     (waited only when some partition is a candidate)."""
-    import asyncio
-    import time
-
-    from app.domain.partition_progress import stalled_in_audit
-
     now_ms = now_ms or (lambda: time.time() * 1000)
     sleep = sleep or asyncio.sleep
     report = StallReport(kafka.topic, group, threshold_seconds, confirm_seconds)
