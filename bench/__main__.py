@@ -19,7 +19,10 @@ Against the local stack (.stack/env: KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL):
     batch aiokafka cannot decode), and of that fallback;
  4. open-loop HTTP POST and GET at each rate against one fresh worker that is
     also processing: p50/p99/max from the scheduled send time, errors by
-    status or timeout, and the highest rate with p99 < 50 ms.
+    status or timeout, and the highest rate with p99 < 50 ms;
+ 5. table recovery at each --recovery-ids history size (bench/recovery_bench.py):
+    time to ready of a fresh worker, of a restart, of a scale-out, the standby
+    takeover after a SIGKILL, with and without a TABLE_RETENTION window.
 
 Prints a table and writes bench/results/live-<UTC time>.json (and, with
 --plot, a PNG of latency against rate). Loopback only; every load has a count
@@ -54,6 +57,7 @@ from bench.ceilings import BATCH, drop_database, fresh_database, produce, raw_co
 from bench.http_load import measure_http
 from bench.live_worker import REPO, measure_bare_faust, measure_workers
 from bench.record_reader_bench import measure_record_reader
+from bench.recovery_bench import WINDOW_FRACTION, measure_recovery, window_ratios
 from bench.replay_bench import measure_replay
 
 PARTITIONS = 8
@@ -79,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--http-timeout", type=float, default=5.0, help="client timeout per request (default 5 s)")
     p.add_argument("--get-background-rate", type=float, default=500.0,
                    help="events/s produced straight to Kafka during GET steps (default 500)")
+    p.add_argument("--recovery-ids", default="200000,1000000",
+                   help="history sizes of the recovery section, comma-separated; 0 skips it (default 200000,1000000)")
     p.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR, help="where the JSON goes")
     p.add_argument("--plot", action="store_true", help="also write the latency plot next to the JSON")
     p.add_argument("--keep-logs", action="store_true", help="keep the workers' logs (printed path)")
@@ -116,6 +122,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict:
             "post_rates": args.post_rates, "get_rates": args.get_rates,
             "http_duration_seconds": args.http_duration, "http_timeout_seconds": args.http_timeout,
             "get_background_events_per_second": args.get_background_rate,
+            "recovery_ids": args.recovery_ids,
             "worker_environment": worker_environment(),
         },
     }
@@ -166,6 +173,13 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict:
             bootstrap, server, f"{prefix}-http", workdir, args.post_rates, args.get_rates, args.http_duration,
             args.get_background_rate, timeout=args.http_timeout,
         )
+
+        histories = [int(x) for x in args.recovery_ids.split(",") if int(x) > 0]
+        if histories:
+            step(f"table recovery at {histories} ids")
+            recovery = await measure_recovery(bootstrap, server, histories, workdir)
+            result["recovery"] = {"runs": recovery, "window_fraction": WINDOW_FRACTION,
+                                  "window_ratio": window_ratios(recovery)}
     finally:
         step("cleaning up topics and databases")
         drop_database(server, raw_db)

@@ -104,6 +104,33 @@ def record_reader_line(result: dict) -> str:
             f"name that is not UTF-8 {r['fallback_us_per_record']:.2f} ({r['fallback_ratio_to_aiokafka']}× aiokafka)")
 
 
+def recovery_rows(results: list[dict]) -> list[tuple[str, ...]]:
+    """Report rows: history, shape, changelog, fresh / restart / scale-out / takeover seconds, ids/s, GET p99."""
+    out = []
+    for r in results:
+        changelog = r["changelog"]
+        out.append((
+            f"{r['history']:,}", r["shape"], f"{changelog['values']:,} + {changelog['tombstones']:,}",
+            f"{r['fresh']['seconds_to_ready']:.1f}", f"{r['restart']['seconds_to_ready']:.1f}",
+            f"{r['scale_out']['seconds_to_ready']:.1f}",
+            f"{r['scale_out']['running_worker_gets']['p99_ms'] or 0:.0f}",
+            f"{_seconds(r['standby_takeover']['seconds_to_keys_served_from_table'])} / "
+            f"{r['standby_takeover']['seconds_to_ready_with_all_partitions']:.1f} "
+            f"({r['standby_takeover']['records_read_at_takeover']:,} read)",
+            f"{r['fresh']['records_read_per_second']:,.0f}",
+            f"{r['expired_get']['p99_ms']:.1f}" if "expired_get" in r else "",
+        ))
+    return out
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+RECOVERY_HEADER = ("history", "changelog", "values + tombstones", "fresh s", "restart s", "scale-out s",
+          "GET p99 ms during scale-out", "standby takeover s: keys from table / ready", "ids read/s (fresh)", "expired GET p99 ms")
+
+
 def text(result: dict) -> str:
     p = result["parameters"]
     load = result["host"].get("load_average_at_start")
@@ -120,6 +147,9 @@ def text(result: dict) -> str:
     for method in ("post", "get"):
         parts += ["", _http_title(result, method), _text_table(HTTP_HEADER, http_rows(result["http"][method]))]
     parts += ["", _best(result)]
+    if result.get("recovery"):
+        parts += ["", recovery_title(result), _text_table(RECOVERY_HEADER, recovery_rows(
+            result["recovery"]["runs"]))]
     return "\n".join(parts)
 
 
@@ -137,7 +167,16 @@ def markdown(result: dict) -> str:
         parts += ["", f"**{_http_title(result, method)}**", "",
                   _markdown_table(HTTP_HEADER, http_rows(result["http"][method]))]
     parts += ["", _best(result) + "."]
+    if result.get("recovery"):
+        parts += ["", f"**{recovery_title(result)}**", "",
+                  _markdown_table(RECOVERY_HEADER, recovery_rows(result["recovery"]["runs"]))]
     return "\n".join(parts)
+
+
+def recovery_title(result: dict) -> str:
+    ratios = ", ".join(f"{int(h):,} ids: {r}" for h, r in result["recovery"]["window_ratio"].items())
+    return (f"Table recovery (fresh worker with a {result['recovery']['window_fraction']:.0%} window / with only those "
+            f"ids: {ratios}; target <= 1.5)")
 
 
 def write_json(result: dict, directory: Path = RESULTS_DIR) -> Path:

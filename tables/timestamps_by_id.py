@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from app.adapters.database import Database
+from app.observability import metrics
 from app.domain.records import TimestampRecord
 from app.faust_compat import fixes
 from app.main import app
@@ -22,6 +23,12 @@ from tables.changelog_batch_writer import ChangelogBatchWriter
 from tables.table_expiry import TableExpiry, changelog_topic_config, expired
 
 log = logging.getLogger(__name__)
+
+
+async def _count_changelog_record(event) -> None:
+    """Faust calls it for each changelog record it reads (recovery and standby alike)."""
+    metrics.table_changelog_records_read.labels(str(event.message.partition)).inc()
+
 
 timestamps_by_id = app.Table(
     # The name makes the changelog topic's (<APP_ID>-timestamps-changelog): keep it.
@@ -38,6 +45,7 @@ timestamps_by_id = app.Table(
     # assumes), not from the event being processed (faust-streaming #497).
     use_partitioner=True,
     help="Timestamp records by command id, as served by the query view.",
+    on_changelog_event=_count_changelog_record,
     # Only with TABLE_RETENTION: tombstones must leave the changelog soon (tables/table_expiry.py).
     extra_topic_configs=changelog_topic_config(settings.table_changelog_segment_ms,
                                                settings.table_changelog_delete_retention_ms)

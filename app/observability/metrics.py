@@ -55,6 +55,12 @@ batch_splits = Counter(
 table_expired = Counter(
     f"{PREFIX}_table_expired_total", "Ids tombstoned out of the query table by TABLE_RETENTION.",
 )
+table_changelog_records_read = Counter(
+    f"{PREFIX}_table_changelog_records_read_total",
+    "Changelog records of the query table this worker read: recovering a partition it took over, "
+    "or keeping its standby copy of another worker's partition warm.",
+    ["partition"],
+)
 record_lookups = Counter(
     f"{PREFIX}_record_lookups_total",
     "GET /api/v1/timestamp/{id} answers by where the record came from: table, database, or none (404).",

@@ -229,6 +229,9 @@ def server_properties(paths: KafkaPaths, port: int, controller_port: int,
         # the broker restart faster with a short session.
         "broker.session.timeout.ms": "3000",
         "broker.heartbeat.interval.ms": "1000",
+        # The log cleaner looks for work every 2 s (default 15 s), so tests and the recovery bench see a
+        # compacted changelog soon; what it compacts, and when, is the topic's own configuration.
+        "log.cleaner.backoff.ms": "2000",
     }
     if secure_ports:
         settings.update(secure_server_properties(SecurePaths(paths.state_dir)))

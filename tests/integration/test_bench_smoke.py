@@ -1,7 +1,7 @@
 """A small run of `make bench` (python -m bench): every section is measured. It asserts no speed.
 
-3,000 events and two short HTTP rates: the same code path as the full run, in
-about a minute. The figures themselves are for docs/performance.md, never for
+3,000 events, two short HTTP rates and a 2,000-id recovery section: the same
+code path as the full run, in about three minutes. The figures themselves are for docs/performance.md, never for
 a test.
 """
 
@@ -12,11 +12,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bench import report
 from tests.worker_process import REPO
 
 EVENTS = 3000
 RATES = [50.0, 150.0]
+RECOVERY_IDS = 2000
 
 
 def positive(section: dict, *keys: str) -> None:
@@ -25,13 +28,16 @@ def positive(section: dict, *keys: str) -> None:
         assert isinstance(value, (int, float)) and value > 0, (key, section)
 
 
+@pytest.mark.timeout(900)
 def test_bench_smoke_measures_every_section(tmp_path, bootstrap_servers, server_url):
     rates = ",".join(f"{r:g}" for r in RATES)
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "--events", str(EVENTS), "--post-rates", rates, "--get-rates", rates,
-         "--http-duration", "2", "--get-background-rate", "100", "--results-dir", str(tmp_path)],
-        cwd=REPO, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers, "DATABASE_URL": server_url},
-        capture_output=True, text=True, timeout=600,
+         "--http-duration", "2", "--get-background-rate", "100", "--recovery-ids", str(RECOVERY_IDS),
+         "--results-dir", str(tmp_path)],
+        cwd=REPO, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers, "DATABASE_URL": server_url,
+                       "KAFKA_SESSION_TIMEOUT_SECONDS": "6"},
+        capture_output=True, text=True, timeout=850,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
     [path] = tmp_path.glob("live-*.json")
@@ -64,6 +70,29 @@ def test_bench_smoke_measures_every_section(tmp_path, bootstrap_servers, server_
     for step in http["post"]:
         assert step["accepted_not_persisted"] == 0, step  # no accepted command lost
     assert all(step["background_events"] > 0 for step in http["get"])
+
+    recovery = result["recovery"]
+    assert [(run["history"], run["shape"]) for run in recovery["runs"]] == [
+        (RECOVERY_IDS, "full"), (RECOVERY_IDS, "window"), (RECOVERY_IDS, "window_only")]
+    kept = int(RECOVERY_IDS * recovery["window_fraction"])
+    full, window, window_only = recovery["runs"]
+    assert full["fresh"]["records_read"] == RECOVERY_IDS  # a fresh worker reads the whole changelog
+    assert window_only["fresh"]["records_read"] == kept
+    # Compacted before it was measured, so recovery read the window, not the history.
+    assert window["changelog"]["values"] <= kept * 1.05
+    assert window["fresh"]["records_read"] <= window["changelog"]["values"] + window["changelog"]["tombstones"]
+    assert window["fresh"]["records_read"] < RECOVERY_IDS / 2
+    for run in recovery["runs"]:
+        positive(run["fresh"], "seconds_to_ready", "records_read_per_second")
+        positive(run["restart"], "seconds_to_ready")
+        assert run["restart"]["records_read"] == 0  # its volume held everything
+        positive(run["scale_out"], "seconds_to_ready")
+        assert run["scale_out"]["running_worker_gets"]["errors"] == {}
+        positive(run["standby_takeover"], "seconds_to_keys_served_from_table",
+                 "seconds_to_ready_with_all_partitions")
+    assert window["expired_get"]["served_from"] == {"database": window["expired_get"]["requests"]}
+    assert set(recovery["window_ratio"]) == {str(RECOVERY_IDS)}
+    assert "Table recovery" in completed.stdout
 
     assert "bare Faust agent" in completed.stdout and str(path) in completed.stdout
     assert "record reader, CPU µs per record" in completed.stdout

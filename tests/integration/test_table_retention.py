@@ -2,7 +2,7 @@
 
 A window of a few seconds, a changelog whose segments roll every second, and
 tombstones kept one second after compaction, so the broker's cleaner (which
-wakes every 15 s) compacts within the test.
+the local stack wakes every 2 s) compacts within the test.
 """
 
 from __future__ import annotations
