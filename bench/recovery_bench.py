@@ -133,21 +133,21 @@ async def build_changelog(bootstrap: str, app_id: str, ids: list[str], shape: st
     return {"values": held, "tombstones": tombstones}
 
 
-async def _compact(bootstrap: str, topic: str, live: list, expected: int, timeout: float = 240) -> None:
+async def _compact(bootstrap: str, topic: str, live: list, expected: int, timeout: float = 300) -> None:
     """Let the broker's cleaner drop the expired values, then their tombstones (delete.retention.ms 1 s).
 
-    Kafka never cleans the active segment, and cleans a log again only once enough
-    of it is dirty: the live values written again (as late duplicates would be)
-    give the second clean, which drops the tombstones, something to do; a tiny
-    write per partition after segment.ms closes the segment in front of it.
+    Kafka never cleans the active segment, cleans a log only once enough of it is
+    dirty, and drops a tombstone only at a clean after its delete horizon. So each
+    round writes the live values again (as late duplicates would be), closes the
+    segment behind them with a tiny write after segment.ms, and lets the
+    cleaner (every 2 s on the local broker) run.
     """
-    await asyncio.sleep(1.5)
-    await write_changelog(bootstrap, topic, live)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        await write_changelog(bootstrap, topic, live)
         await asyncio.sleep(1.5)
         await _roll_segments(bootstrap, topic)
-        await asyncio.sleep(3)  # the local broker's cleaner looks for work every 2 s (Kafka's default: 15 s)
+        await asyncio.sleep(5)
         held, tombstones = await count_records(bootstrap, topic)
         log(f"  compaction: {held:,} values, {tombstones:,} tombstones left")
         # What stays: the live values, and the segment-closing tombstones of the last rolls.
@@ -333,6 +333,11 @@ async def _expired_gets(http: aiohttp.ClientSession, worker: Worker, url: str, i
     expired = ids[int(len(ids) * WINDOW_FRACTION):][:SAMPLE]
     raw_insert(url, [{"command_id": i, "event_timestamp": "2024-02-29T12:00:00Z"} for i in expired])
     stop = asyncio.Event()
+    warm_up = asyncio.create_task(get_load(http, worker, expired, EXPIRED_GET_RATE, stop))  # opens the pool
+    await asyncio.sleep(2)
+    stop.set()
+    await warm_up
+    stop = asyncio.Event()
     load = asyncio.create_task(get_load(http, worker, expired, EXPIRED_GET_RATE, stop))
     await asyncio.sleep(EXPIRED_GET_SECONDS)
     stop.set()
@@ -363,6 +368,14 @@ def window_ratios(results: list[dict]) -> dict[str, float]:
             if (h, "window") in by and (h, "window_only") in by}
 
 
+async def _cancellable(run):
+    """SIGTERM and SIGINT cancel the run, so its workers stop and its topics and databases go."""
+    task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    return await run
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.recovery_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -370,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     histories = [int(x) for x in args.ids.split(",")]
     with tempfile.TemporaryDirectory(prefix="recovery-bench-") as workdir:
-        results = asyncio.run(measure_recovery(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"],
-                                               histories, Path(workdir)))
+        results = asyncio.run(_cancellable(measure_recovery(
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"], histories, Path(workdir))))
     print(json.dumps({"runs": results, "window_fraction": WINDOW_FRACTION, "window_ratio": window_ratios(results)},
                      indent=2))
     return 0
