@@ -86,4 +86,4 @@ bench: stack-up $(VENV)/.installed-bench
 
 CHAOS_EVENTS ?= 100000
 chaos: stack-up
-	$(WITH_STACK_ENV) $(PY) tests/chaos.py --events $(CHAOS_EVENTS)
+	$(WITH_STACK_ENV) $(PY) -m chaos.run --events $(CHAOS_EVENTS)

@@ -3,7 +3,7 @@
 Every AUDIT_INTERVAL_SECONDS, and once right after each rebalance (the
 timer's first run is a whole interval away), the last AUDIT_WINDOW_MESSAGES
 offsets below the committed offset of each assigned partition are checked
-against processed_events (see app/ops/audit.py). A failed run logs one line and
+against processed_events (see `app.ops.audit`). A failed run logs one line and
 leaves the last figures in place; `timestamp_audit_last_success_timestamp_seconds`
 then stops advancing, which is what alerts on a broken audit.
 """
@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app.main import app
+from app.faust_app import app
 from app.observability import metrics
 from app.ops import audit
-from app.services import database
 from app.settings import settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ async def audit_assigned_partitions() -> None:
             kafka = audit.KafkaView(settings.kafka, topic,
                                     audit.isolation_level(settings.processing_guarantee))
             async with kafka:
-                report = await audit.audit(kafka, database, settings.app_id, assigned,
+                report = await audit.audit(kafka, app.services.database, settings.app_id, assigned,
                                            window_size=settings.audit_window_messages)
         except Exception as exc:
             log.warning("Offset audit failed (next try in %.0f s): %s: %s", settings.audit_interval_seconds,

@@ -1,4 +1,4 @@
-"""`python -m app ...`: the operator commands (app/ops/cli.py)."""
+"""`python -m app ...`: the operator commands (`app.ops.cli.main`)."""
 
 from app.ops.cli import main
 

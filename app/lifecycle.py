@@ -13,7 +13,6 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from app.adapters.kafka_access import wait_for_access
 from app.adapters.topics import ensure_topic
 from app.faust_compat import fixes
-from app.services import command_publisher, database
 from app.settings import settings
 
 log = logging.getLogger(__name__)
@@ -23,18 +22,37 @@ class PipelineApp(faust.App):
     """faust.App that creates its topics before it subscribes, and migrates PostgreSQL at start-up.
 
     `schema_ready` is set once the migrations are applied; the agent writes
-    nothing before, and the worker is not ready before.
+    nothing before, and the worker is not ready before. `services` are the
+    worker's parts (app.bootstrap.Services), built when the worker starts;
+    `use(**parts)` swaps some of them before that (tests pass faulty ones).
     """
 
     def __init__(self, *args, topic_configs: dict[str, dict[str, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.topic_configs = topic_configs
         self.schema_ready = asyncio.Event()
+        self.parts: dict[str, object] = {}
+        self._services = None
+        self.shutdown_deadline = ShutdownDeadline(settings.shutdown_timeout_seconds)
+
+    def use(self, **parts: object) -> None:
+        """Parts to build the worker with instead of the product's (see `app.bootstrap.bootstrap`)."""
+        self.parts.update(parts)
+
+    @property
+    def services(self):
+        if self._services is None:
+            raise RuntimeError("the worker's services are built when the worker starts (app.main), not before")
+        return self._services
+
+    @services.setter
+    def services(self, services) -> None:
+        self._services = services
 
     async def on_first_start(self) -> None:
         log.info("Stream iterator: %s", fixes.stream_iterator())
         # Faust's producer starts before its web server, and one that cannot authenticate ends the
-        # worker: wait for access first, answering the probes meanwhile (app/adapters/kafka_access.py).
+        # worker: wait for access first, answering the probes meanwhile (`app.adapters.kafka_access.wait_for_access`).
         await wait_for_access(lambda: settings.kafka, self.conf.web_bind, self.conf.web_port)
         # Before the consumer subscribes: a topic created later would be missed
         # by the first assignment until the next metadata refresh (minutes).
@@ -52,13 +70,14 @@ class PipelineApp(faust.App):
             before_sleep=_log_migration_retry,
         ):
             with attempt:
-                await database.migrate()
+                await self.services.database.migrate()
         self.schema_ready.set()
 
     async def on_stop(self) -> None:
         # Faust calls this first when the worker stops (SIGTERM included).
-        shutdown_deadline.start()
-        await command_publisher.stop()
+        self.shutdown_deadline.start()
+        if self._services is not None:
+            await self._services.stop()
         await super().on_stop()
 
 
@@ -89,5 +108,3 @@ class ShutdownDeadline:
         logging.shutdown()
         os._exit(0)
 
-
-shutdown_deadline = ShutdownDeadline(settings.shutdown_timeout_seconds)

@@ -3,7 +3,7 @@
 Every setting is an environment variable; a bad value stops the process with
 an error that names the variable. Each is declared once, as a field of `Settings`
 (its variable is the field's name in capitals); `docs/configuration.md` is
-generated from these declarations by `make docs` (app/settings_docs.py).
+generated from these declarations by `make docs` (`app.settings_docs`).
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ class Settings:
 
     @property
     def kafka(self):
-        """How every Kafka client connects (app/adapters/kafka_client.py): brokers and KAFKA_* security."""
+        """How every Kafka client connects (`app.adapters.kafka_client`): brokers and KAFKA_* security."""
         from app.adapters.kafka_client import KafkaConnection  # settings import nothing else of the app at load
 
         return KafkaConnection.from_settings(self)

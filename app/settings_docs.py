@@ -1,7 +1,7 @@
-"""Write the table of settings in docs/configuration.md from app/settings.py: `make docs`.
+"""Write the table of settings in docs/configuration.md from `app.settings`: `make docs`.
 
 Only the region between the two markers is generated; the prose around it is
-written by hand. tests/unit/test_docs.py fails when the file is not current.
+written by hand. `tests.unit.test_docs` fails when the file is not current.
 """
 
 from __future__ import annotations

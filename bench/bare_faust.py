@@ -24,15 +24,16 @@ from pathlib import Path
 
 import faust
 
-from app.faust_compat import fixes as faust_fixes
+from app import faust_compat
+from app.faust_compat import fixes
 from app.faust_compat.options import faust_options
 from app.settings import settings
 
-faust_fixes.apply()
 TARGET = int(os.environ.get("BENCH_EVENTS", "0"))
 RESULT_FILE = os.environ.get("BENCH_RESULT_FILE")
 
 app = faust.App(settings.app_id, **faust_options(settings))
+app.on_worker_init.connect(lambda sender, **kwargs: faust_compat.install())  # the worker's fixes, at start
 topic = app.topic(settings.command_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                   value_serializer="raw", partitions=settings.command_topic_partitions)
 
@@ -53,7 +54,7 @@ class Progress:
             self.done = True
             wall0, cpu0, events0 = self.first
             self.write({"events": self.count - events0, "seconds": now - wall0, "cpu_seconds": cpu - cpu0,
-                        "total_events": self.count, "stream_iterator": faust_fixes.stream_iterator()})
+                        "total_events": self.count, "stream_iterator": fixes.stream_iterator()})
 
     @staticmethod
     def write(result: dict) -> None:

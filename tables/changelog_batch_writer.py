@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
-from faust.types import TP
 
 from app.adapters.kafka_client import Kafka, client_options
+from app.faust_compat.table_store import ChangelogEvent, apply_to_store, changelog_events
 
 
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a key; Faust routes GETs by it."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-class _ChangelogMessage(NamedTuple):
-    """What a store's `apply_changelog_batch` reads of a changelog message."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-    tp: TP
-
-
-class _ChangelogEvent(NamedTuple):
-    """What a store's `apply_changelog_batch` reads of a changelog event."""
-
-    key: bytes
-    value: bytes
-    message: _ChangelogMessage
 
 
 class ChangelogBatchWriter:
@@ -64,11 +45,10 @@ class ChangelogBatchWriter:
             by_partition.setdefault(key_partition(key, self.partitions), []).append((key, value))
         sent = await asyncio.gather(*(self._send(partition, batch) for partition, batch in by_partition.items()))
         owned = self._owned()
-        self.table.apply_changelog_batch([event for events in sent for event in events
-                                          if event.message.partition in owned])
+        apply_to_store(self.table, [event for events in sent for event in events if event.message.partition in owned])
 
-    async def _send(self, partition: int, items: list[tuple[bytes, bytes]]) -> list[_ChangelogEvent]:
-        events: list[_ChangelogEvent] = []
+    async def _send(self, partition: int, items: list[tuple[bytes, bytes]]) -> list[ChangelogEvent]:
+        events: list[ChangelogEvent] = []
         start = 0
         while start < len(items):
             batch = self._producer.create_batch()
@@ -78,11 +58,7 @@ class ChangelogBatchWriter:
             if end == start:
                 raise ValueError(f"a table value of {len(items[start][1])} bytes does not fit a changelog batch")
             metadata = await (await self._producer.send_batch(batch, self.topic, partition=partition))
-            tp = TP(self.topic, partition)
-            events.extend(
-                _ChangelogEvent(key, value, _ChangelogMessage(self.topic, partition, offset, key, value, tp))
-                for offset, (key, value) in enumerate(items[start:end], metadata.offset)
-            )
+            events.extend(changelog_events(self.topic, partition, metadata.offset, items[start:end]))
             start = end
         return events
 

@@ -7,7 +7,6 @@ with `table[key] = value`: the same messages, a fraction of the cost.
 
 from __future__ import annotations
 
-import functools
 import logging
 from datetime import datetime, timezone
 from typing import Callable
@@ -16,8 +15,7 @@ from app.adapters.database import Database
 from app.observability import metrics
 from app.domain.records import TimestampRecord
 from app.faust_compat import fixes
-from app.main import app
-from app.services import database
+from app.faust_app import app
 from app.settings import settings
 from tables.changelog_batch_writer import ChangelogBatchWriter
 from tables.table_expiry import TableExpiry, changelog_topic_config, expired
@@ -46,7 +44,7 @@ timestamps_by_id = app.Table(
     use_partitioner=True,
     help="Timestamp records by command id, as served by the query view.",
     on_changelog_event=_count_changelog_record,
-    # Only with TABLE_RETENTION: tombstones must leave the changelog soon (tables/table_expiry.py).
+    # Only with TABLE_RETENTION: tombstones must leave the changelog soon (`tables.table_expiry`).
     extra_topic_configs=changelog_topic_config(settings.table_changelog_segment_ms,
                                                settings.table_changelog_delete_retention_ms)
     if settings.table_retention else None,
@@ -56,7 +54,7 @@ timestamps_by_id = app.Table(
 class TimestampTableWriter:
     """Puts the records of a batch in the table, one changelog batch per partition."""
 
-    def __init__(self, database: Database, owned_partitions: Callable[[], set[int]]) -> None:
+    def __init__(self, *, database: Database, owned_partitions: Callable[[], set[int]]) -> None:
         self.database = database
         self.changelog = ChangelogBatchWriter(timestamps_by_id, settings.kafka,
                                               settings.command_topic_partitions, owned_partitions)
@@ -89,15 +87,16 @@ if settings.table_retention:
         if not app.schema_ready.is_set() or app.in_recovery or not app.tables.recovery.completed.is_set():
             return  # the store is not complete yet; the next run does it
         try:
-            await _expiry().sweep()
+            await app.services.table_expiry.sweep()
         except Exception as exc:  # a timer that raises stops the worker; the next run retries
             log.warning("Table expiry failed (next try in %.0f s): %s: %s", settings.table_expiry_interval_seconds,
                         type(exc).__name__, " ".join(str(exc).split()))
 
 
-@functools.cache
-def _expiry() -> TableExpiry:
-    """Built at the first sweep, not at import."""
+def table_expiry(database: Database) -> TableExpiry | None:
+    """The sweeper of TABLE_RETENTION (None without it), with a changelog writer of its own."""
+    if not settings.table_retention:
+        return None
     changelog = ChangelogBatchWriter(timestamps_by_id, settings.kafka, settings.command_topic_partitions,
                                      owned_table_partitions)
     return TableExpiry(database, changelog, _holds, settings.table_retention, settings.command_topic_partitions,

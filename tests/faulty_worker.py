@@ -2,8 +2,9 @@
 
     FAULT_STAGE=enrich FAULT_COMMAND_IDS=<uuid>,<uuid> python tests/faulty_worker.py worker --web-port PORT
 
-The product has no fault switch: this file patches one stage of the real
-pipeline before starting the Faust CLI of `app.main.app`, and it lives under
+The product has no fault switch: this file hands the real pipeline one faulty
+part (`app.use`, built by `app.bootstrap.bootstrap` at start-up; nothing is
+patched) before starting the Faust CLI of `app.main.app`, and it lives under
 tests/, which the package and the image do not contain.
 
 FAULT_STAGE:
@@ -11,7 +12,7 @@ FAULT_STAGE:
   database  PostgreSQL refuses the data: `persist_batch` raises DataError when a marked id is in the batch
   table     the table update raises RuntimeError when a marked id is in it
   outage    PostgreSQL is unreachable: every `persist_batch` raises OperationalError (transient)
-  escape    a bug outside isolation: `TimestampSink.write` raises before writing a batch with a marked id
+  escape    a bug outside isolation: `BatchWriter.write` raises before writing a batch with a marked id
   unreadable  no reader can read a record whose header name is not UTF-8 (the tolerant reader refuses it too)
 FAULT_TIMES: how often each marked id raises (default 0: every time).
 """
@@ -19,6 +20,7 @@ FAULT_TIMES: how often each marked id raises (default 0: every time).
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import sys
 from pathlib import Path
@@ -41,80 +43,76 @@ def should_raise(ids) -> str | None:
     return None
 
 
-def install() -> None:
+def faulty_parts() -> dict:
+    """The parts to build the worker with (`app.use`, then `app.bootstrap.bootstrap`): product
+    subclasses or wrapped functions that raise for the marked ids."""
     if STAGE == "enrich":
-        import app.domain.batch_plan as enrichment
-
-        real_enrich = enrichment.enrich
+        from app.domain.batch_plan import enrich as real_enrich
+        from app.domain.batch_plan import plan_batch
 
         def enrich(command, source, processed_at):
             if should_raise([command.command_id]):
                 raise RuntimeError(f"injected fault in enrich for {command.command_id}")
             return real_enrich(command, source, processed_at)
 
-        enrichment.enrich = enrich
-    elif STAGE in ("database", "outage"):
+        return {"plan": functools.partial(plan_batch, enrich=enrich)}
+    if STAGE in ("database", "outage"):
         from app.adapters.database import Database
 
-        real_persist = Database.persist_batch
+        class FaultyDatabase(Database):
+            async def persist_batch(self, plan):
+                if STAGE == "outage":
+                    raise psycopg2.OperationalError("injected outage: server closed the connection unexpectedly")
+                if should_raise([r.id for r in plan.records]):
+                    raise psycopg2.errors.DataError("injected DataError: value out of range")
+                return await super().persist_batch(plan)
 
-        async def persist_batch(self, plan):
-            if STAGE == "outage":
-                raise psycopg2.OperationalError("injected outage: server closed the connection unexpectedly")
-            if should_raise([r.id for r in plan.records]):
-                raise psycopg2.errors.DataError("injected DataError: value out of range")
-            return await real_persist(self, plan)
-
-        Database.persist_batch = persist_batch
-    elif STAGE == "table":
+        return {"database": FaultyDatabase}
+    if STAGE == "table":
         from tables.timestamps_by_id import TimestampTableWriter
 
-        real_update = TimestampTableWriter.update
+        class FaultyTableWriter(TimestampTableWriter):
+            async def update(self, records, inserted):
+                if should_raise([r.id for r in records]):
+                    raise RuntimeError("injected fault in the table update")
+                return await super().update(records, inserted)
 
-        async def update(self, records, inserted):
-            if should_raise([r.id for r in records]):
-                raise RuntimeError("injected fault in the table update")
-            return await real_update(self, records, inserted)
-
-        TimestampTableWriter.update = update
-    elif STAGE == "escape":
+        return {"table_writer": FaultyTableWriter}
+    if STAGE == "escape":
         from app.domain.commands import decode_command
-        from app.sink.timestamp_sink import TimestampSink
+        from app.sink.batch_writer import BatchWriter
 
-        real_write = TimestampSink.write
+        class EscapingBatchWriter(BatchWriter):
+            async def write(self, messages):
+                ids = []
+                for message in messages:
+                    try:
+                        ids.append(decode_command(message.value).command_id)
+                    except ValueError:
+                        pass
+                if should_raise(ids):
+                    raise RuntimeError("injected fault escaping the sink")
+                return await super().write(messages)
 
-        async def write(self, messages):
-            ids = []
-            for message in messages:
-                try:
-                    ids.append(decode_command(message.value).command_id)
-                except ValueError:
-                    pass
-            if should_raise(ids):
-                raise RuntimeError("injected fault escaping the sink")
-            return await real_write(self, messages)
-
-        TimestampSink.write = write
-    elif STAGE == "unreadable":
+        return {"batch_writer": EscapingBatchWriter}
+    if STAGE == "unreadable":
         from app.domain.kafka_headers import undecodable_header_names
-        from app.faust_compat import kafka_record_reader
+        from app.faust_compat.kafka_record_reader import TolerantMemoryRecords
 
-        real_read = kafka_record_reader._TolerantBatch._read_msg
+        class RefusingBatch(TolerantMemoryRecords.tolerant_batch):
+            def _read_msg(self, *args):
+                record = super()._read_msg(*args)
+                if undecodable_header_names(record.headers):
+                    raise ValueError("injected: this record cannot be read")
+                return record
 
-        def read_msg(self, *args):
-            record = real_read(self, *args)
-            if undecodable_header_names(record.headers):
-                raise ValueError("injected: this record cannot be read")
-            return record
-
-        kafka_record_reader._TolerantBatch._read_msg = read_msg
-    else:
-        raise SystemExit(f"FAULT_STAGE={STAGE!r}: not a known stage")
+        return {"tolerant_batch": RefusingBatch}
+    raise SystemExit(f"FAULT_STAGE={STAGE!r}: not a known stage")
 
 
 from app.main import app  # noqa: E402
 
-install()
+app.use(**faulty_parts())
 
 if __name__ == "__main__":
     app.main()  # the Faust CLI, reading sys.argv

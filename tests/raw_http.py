@@ -45,3 +45,16 @@ async def send(host: str, port: int, request: bytes, timeout: float = 30) -> Ans
         return Answer(int(status_line.split()[1]), headers, body)
     finally:
         writer.close()
+
+
+async def raw_request(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read the answer until the server closes: (status, headers, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body

@@ -1,4 +1,4 @@
-"""A `faust -A app.main worker` subprocess, for the integration tests and the chaos run."""
+"""A `faust -A app.main worker` subprocess, for the integration tests, the bench and the chaos run (chaos/run.py)."""
 
 from __future__ import annotations
 

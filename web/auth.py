@@ -26,6 +26,19 @@ def load_keys(inline: str, file: str) -> tuple[str, ...]:
     return tuple(keys)
 
 
+class ApiKeys:
+    """The configured keys, read at worker start (`load`), never at import."""
+
+    def __init__(self) -> None:
+        self.keys: tuple[str, ...] = ()
+
+    def load(self, inline: str, file: str) -> None:
+        self.keys = load_keys(inline, file)
+
+
+api_keys = ApiKeys()
+
+
 def needs_key(method: str, path: str, protect: str) -> bool:
     if path.startswith(OPEN_PATHS):
         return False

@@ -3,8 +3,7 @@
 from faust.web import Request, Response, View
 
 from app.domain.correlation import InvalidCorrelationId, validate_correlation_id
-from app.main import app
-from app.services import database
+from app.faust_app import app
 from web.middleware import json_error
 
 
@@ -23,5 +22,5 @@ class ProcessedEventsView(View):
             validate_correlation_id(wanted)
         except InvalidCorrelationId as exc:
             return json_error(400, "invalid_correlation_id", str(exc))
-        events = await database.fetch_processed_events(wanted)
+        events = await app.services.database.fetch_processed_events(wanted)
         return self.json({"correlation_id": wanted, "events": [e.as_view() for e in events]})

@@ -8,8 +8,7 @@ from faust.web import Request, Response, View
 
 from app.faust_compat import fixes as faust_fixes
 from app.faust_compat.kafka_record_reader import blocked_partitions
-from app.main import app
-from app.services import database, database_breaker
+from app.faust_app import app
 from app.sink.circuit_breaker import State
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -46,7 +45,7 @@ async def _kafka() -> None:
 async def _postgres() -> None:
     if not app.schema_ready.is_set():
         raise RuntimeError("database migrations not applied yet")
-    await database.ping()
+    await app.services.database.ping()
 
 
 async def _table_recovery() -> None:
@@ -55,8 +54,9 @@ async def _table_recovery() -> None:
 
 
 async def _circuit_breaker() -> None:
-    if database_breaker.state is State.OPEN:
-        raise RuntimeError(f"PostgreSQL circuit breaker open; trial in {database_breaker.seconds_until_trial():.0f} s")
+    breaker = app.services.database_breaker
+    if breaker.state is State.OPEN:
+        raise RuntimeError(f"PostgreSQL circuit breaker open; trial in {breaker.seconds_until_trial():.0f} s")
 
 
 async def _consumer() -> None:

@@ -4,7 +4,7 @@ from aiohttp import web
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from app.main import app
+from app.faust_app import app
 
 
 @app.page("/metrics")

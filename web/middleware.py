@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import Iterable
@@ -22,14 +21,12 @@ from app.domain.correlation import (
 )
 from app.observability import metrics
 from app.observability.tracing import tracer
-from app.settings import SettingsError, settings
+from app.aiohttp_compat.request_handler import arrived_at
+from app.settings import settings
 from web import auth
+from web.auth import api_keys
 
 log = logging.getLogger(__name__)
-try:
-    API_KEYS = auth.load_keys(settings.api_keys, settings.api_keys_file)
-except ValueError as exc:
-    raise SettingsError(str(exc)) from None
 RESPONSE_HEADER = "X-Correlation-ID"
 
 # An API request that waited longer than this in the worker before its handler ran is shed
@@ -97,13 +94,12 @@ def overloaded(request: web.Request, reason: str, detail: str) -> web.Response:
 
 
 # When each connection's latest request data was read: the time a request has waited in
-# this worker is measured from there (see record_arrivals).
-_arrivals: dict[int, float] = {}
+# this worker is measured from there (app.aiohttp_compat.request_handler.record_arrivals).
 
 
 def waited(request: web.Request) -> float:
     """Seconds since this worker read the request (0 when unknown)."""
-    arrived = _arrivals.get(id(request.protocol))
+    arrived = arrived_at(request.protocol)
     return 0.0 if arrived is None else time.monotonic() - arrived
 
 
@@ -161,8 +157,8 @@ async def _handle(request: web.Request, handler) -> web.StreamResponse:
                                              f"(MAX_REQUEST_WAIT_SECONDS={MAX_REQUEST_WAIT_SECONDS:g})")
     if refused := await _body_refused(request):
         return refused
-    if API_KEYS and auth.needs_key(request.method, request.path, settings.auth_protect):
-        if not auth.is_valid(auth.presented_key(request.headers), API_KEYS):
+    if api_keys.keys and auth.needs_key(request.method, request.path, settings.auth_protect):
+        if not auth.is_valid(auth.presented_key(request.headers), api_keys.keys):
             return json_error(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",
                               headers={"WWW-Authenticate": "Bearer"})
     resource = request.match_info.route.resource
@@ -208,7 +204,7 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-def _parser_error(request: web.BaseRequest, status: int, exc: HttpProcessingError) -> web.Response:
+def parser_error(request: web.BaseRequest, status: int, exc: HttpProcessingError) -> web.Response:
     """The answer to a request aiohttp's HTTP parser refused (it never reached a middleware)."""
     limit = exc.args[1] if isinstance(exc, LineTooLong) and len(exc.args) > 1 else None
     if limit == MAX_LINE_BYTES:
@@ -225,64 +221,6 @@ def _parser_error(request: web.BaseRequest, status: int, exc: HttpProcessingErro
     response.force_close()  # the parser lost track of the stream; aiohttp closes it too
     return response
 
-
-def answer_parser_errors_in_json() -> None:
-    """Make the 400s of aiohttp's HTTP parser JSON errors, logged in one line.
-
-    aiohttp has no public hook for them (aio-libs/aiohttp#3287): the parser fails
-    before any middleware runs and RequestHandler.handle_error answers text/plain
-    and logs a traceback. So this wraps that method, for parser errors only;
-    tests/unit/test_http_parser_errors.py fails when an aiohttp upgrade stops
-    routing parser errors through it.
-    """
-    original = web.RequestHandler.handle_error
-    if getattr(original, "answers_parser_errors_in_json", False):
-        return
-
-    @functools.wraps(original)
-    def handle_error(self, request, status=500, exc=None, message=None):
-        if isinstance(exc, HttpProcessingError):
-            return _parser_error(request, status, exc)
-        return original(self, request, status, exc, message)
-
-    handle_error.answers_parser_errors_in_json = True
-    web.RequestHandler.handle_error = handle_error
-
-
-def record_arrivals() -> None:
-    """Note when each connection's request data is read, so a request's wait in the worker is known.
-
-    Under overload the event loop runs longer and longer between reading a
-    request and running its handler; a request that waited past
-    MAX_REQUEST_WAIT_SECONDS is then answered 503 at once instead of being
-    handled seconds late (its client has likely given up). aiohttp has no hook
-    for the time a request was read: this wraps RequestHandler.data_received
-    and connection_lost (the handler has __slots__, so the times are kept here
-    by connection); tests/unit/test_shedding.py fails when an aiohttp upgrade
-    stops calling them.
-    """
-    handler = web.RequestHandler
-    if getattr(handler.data_received, "records_arrivals", False):
-        return
-    original_received, original_lost = handler.data_received, handler.connection_lost
-
-    @functools.wraps(original_received)
-    def data_received(self, data: bytes) -> None:
-        _arrivals[id(self)] = time.monotonic()
-        original_received(self, data)
-
-    @functools.wraps(original_lost)
-    def connection_lost(self, exc) -> None:
-        _arrivals.pop(id(self), None)
-        original_lost(self, exc)
-
-    data_received.records_arrivals = True
-    handler.data_received, handler.connection_lost = data_received, connection_lost
-
-
-# At import: app/main.py hands WEB_APPLICATION_OPTIONS to Faust, which builds the server.
-answer_parser_errors_in_json()
-record_arrivals()
 
 WEB_APPLICATION_OPTIONS = {
     "client_max_size": MAX_BODY_BYTES,

@@ -5,7 +5,7 @@ from pathlib import Path
 from aiohttp import web
 from faust.web import Request, Response, View
 
-from app.main import app
+from app.faust_app import app
 
 DOCUMENT = (Path(__file__).parent / "openapi.json").read_bytes()
 

@@ -16,10 +16,9 @@ from app.domain.commands import encode_command
 from app.domain.correlation import correlation_id
 from app.domain.rfc3339 import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
 from app.faust_compat.routing import OwnerUnknown, answer_from_owner
-from app.main import app, command_topic
+from app.faust_app import app, command_topic
 from app.observability import metrics
 from app.observability.tracing import inject_headers, tracer
-from app.services import command_publisher, database
 from app.settings import settings
 from tables.timestamps_by_id import timestamps_by_id
 from web.middleware import json_error, overloaded
@@ -51,7 +50,7 @@ async def publish_command(request: Request, event_timestamp: str | None) -> Resp
         command_id = idempotency.command_id_for(key) if key is not None else uuid.uuid4()
     except idempotency.InvalidIdempotencyKey as exc:
         return json_error(400, "invalid_idempotency_key", str(exc))
-    if command_publisher.saturated:
+    if app.services.command_publisher.saturated:
         return shed(request)
     try:
         async with asyncio.timeout(settings.publish_timeout_seconds):
@@ -76,8 +75,8 @@ async def publish_command(request: Request, event_timestamp: str | None) -> Resp
 def shed(request: Request) -> Response:
     """503 + Retry-After at once: MAX_IN_FLIGHT_PUBLISHES commands are awaiting the broker already."""
     return overloaded(request, "publishes_in_flight",
-                      f"{command_publisher.in_flight} publishes awaiting the broker "
-                      f"(MAX_IN_FLIGHT_PUBLISHES={command_publisher.max_in_flight})")
+                      f"{app.services.command_publisher.in_flight} publishes awaiting the broker "
+                      f"(MAX_IN_FLIGHT_PUBLISHES={app.services.command_publisher.max_in_flight})")
 
 
 async def _send(command_id: uuid.UUID, value: bytes):
@@ -88,7 +87,7 @@ async def _send(command_id: uuid.UUID, value: bytes):
                     "messaging.operation": "publish", "messaging.message.id": str(command_id)},
     ):
         headers = [("correlation_id", (correlation_id.get() or "").encode()), *inject_headers()]
-        return await command_publisher.publish(
+        return await app.services.command_publisher.publish(
             command_topic.get_topic_name(), str(command_id).encode(), value, headers)
 
 
@@ -101,7 +100,7 @@ async def find_record(command_id: str) -> tuple[bytes | None, str]:
     view = timestamps_by_id.get(command_id.encode())
     if view is not None:
         return view, "table"
-    record = await database.fetch_record(uuid.UUID(command_id))
+    record = await app.services.database.fetch_record(uuid.UUID(command_id))
     return (record.as_json(), "database") if record else (None, "none")
 
 

@@ -28,7 +28,7 @@ MIGRATIONS_DIR = Path(__file__).parents[1] / "migrations"
 # One statement, so one round trip and one implicit transaction per batch: the
 # records, then a processed_events row per message (persisted or duplicate as
 # the insert decided, plus the skipped ones). Column lists and the unnest()
-# arrays (one parameter per column) come from app/adapters/schema.py.
+# arrays (one parameter per column) come from the column specs of `app.adapters.schema`.
 _PERSIST_BATCH = f"""
     WITH batch AS (
         SELECT * FROM {RECORDS.unnest()} AS b({RECORDS.insert_list})

@@ -3,7 +3,7 @@
 `client_options(kafka)` gives the keyword arguments of any aiokafka client
 (producer, consumer, admin): bootstrap servers, security protocol, SASL and the
 TLS context. `faust_credentials(kafka)` gives the same to Faust. A unit test
-(tests/unit/test_kafka_client.py) fails when a client is built without them.
+(`tests.unit.test_kafka_client`) fails when a client is built without them.
 
 Secrets are read when a client is built (a password file, the key of a client
 certificate), not at import, and never kept in anything that is logged: the
@@ -97,7 +97,7 @@ def faust_credentials(kafka: KafkaConnection):
 
     The password and the TLS context are read when Faust builds a client, not
     now: the App is defined at import, and a password file fixed while the
-    worker waits for access (app/adapters/kafka_access.py) must count.
+    worker waits for access (`app.adapters.kafka_access.wait_for_access`) must count.
     """
     import faust  # only the worker needs it; the local stack's tools use client_options alone
     from faust.types.auth import AuthProtocol, SASLMechanism

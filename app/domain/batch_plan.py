@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
+from typing import Callable, Iterable
 
 from app.domain.commands import DecodeLimits, InvalidCommand, TimestampCommand, decode_command
 from app.domain.correlation import from_kafka_headers
@@ -34,6 +34,9 @@ def enrich(command: TimestampCommand, source: SourcePosition, processed_at: date
     )
 
 
+Enrich = Callable[[TimestampCommand, SourcePosition, datetime], TimestampRecord]
+
+
 @dataclass
 class BatchPlan:
     """What one batch will write: records to insert, and the messages skipped."""
@@ -57,7 +60,7 @@ class BatchPlan:
 
 
 def plan_batch(messages: Iterable[ConsumedMessage], processed_at: datetime,
-               limits: DecodeLimits = DecodeLimits()) -> BatchPlan:
+               limits: DecodeLimits = DecodeLimits(), enrich: Enrich = enrich) -> BatchPlan:
     """Validate and enrich a batch of messages.
 
     Within a batch the first message of a command id wins, so the insert sees each

@@ -1,7 +1,7 @@
 """Correlation ids: `<SVC>:<uuid>` (e.g. `ING:...`) or a bare UUID, at most 100 characters.
 
 The id of the request or event at hand is a context variable, so that every
-log line written while handling it carries it (app/observability/logs.py).
+log line written while handling it carries it (`app.observability.logs`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Kafka header names that are not UTF-8 (pure functions).
 
 Header names are bytes on the wire; the consumer's record reader
-(app/faust_compat/kafka_record_reader.py) keeps one that is not UTF-8 as a
+(`app.faust_compat.kafka_record_reader`) keeps one that is not UTF-8 as a
 ``str`` holding its bytes (``surrogateescape``), so it reaches the agent, which
 dead-letters the record as ``undecodable_record``.
 """

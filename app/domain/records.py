@@ -67,7 +67,7 @@ class TimestampRecord:
 
 class Status(StrEnum):
     """The fate of one Kafka message: `processed_events.status` (its CHECK constraint
-    lists the same values; tests/unit/test_status.py keeps them in step) and the
+    lists the same values; `tests.unit.test_status` keeps them in step) and the
     `outcome` label of `timestamp_events_processed_total`."""
 
     PERSISTED = "persisted"  # its record was inserted

@@ -4,7 +4,7 @@ Which stream iterator: faust-streaming ships a Cython `StreamIterator`
 (`faust/_cython/streams.pyx`), used unless `NO_CYTHON` is set or it fails to
 import; its `after()` does the per-event ack bookkeeping inline instead of
 calling `Consumer.ack`. The fixes hold on both paths, and the crash test runs on
-both (`tests/integration/test_agent_crash.py`); `stream_iterator()` says which
+both (`tests.integration.test_agent_crash`); `stream_iterator()` says which
 one a worker uses, and the worker logs it at start.
 
 0. The stream never acknowledges on its own (`ManualAckStream`, installed with
@@ -19,7 +19,7 @@ one a worker uses, and the worker logs it at start.
    is acknowledged (after a re-read), the commit moves past all of them. Both
    iterators do this (the Cython one in `after()`, the Python one in the
    `finally` of `_py_aiter`). With `enable_acks` pinned to False only
-   `stream.ack(event)` acknowledges, and BatchingSink (app/sink/) calls it after the write.
+   `stream.ack(event)` acknowledges, and AckAfterWrite (app/sink/) calls it after the write.
    (faust-streaming/faust#315, robinhood/faust#604.)
 
 1. Skipped messages are acknowledged. During a rebalance the Python iterator
@@ -49,14 +49,14 @@ one a worker uses, and the worker logs it at start.
 
 4. A message that was never processed is not always fetched again (skipped in
    a rebalance, or dropped from the buffer of an agent that crashed), leaving
-   its partition stalled behind it: the timer of `app/faust_compat/stalls.py`
+   its partition stalled behind it: the timer of `app.faust_compat.stalls`
    seeks such a partition back to its committed offset (re-reading is
    harmless: writes are idempotent).
 
 Seen before the fixes as commands missing from PostgreSQL after two workers
 rebalanced, and after an agent raised, with the group's offsets at the end of
-the topic; `tests/integration/test_workers.py` and
-`tests/integration/test_agent_crash.py` check both.
+the topic; `tests.integration.test_workers` and
+`tests.integration.test_agent_crash` check both.
 """
 
 from __future__ import annotations
@@ -146,18 +146,18 @@ def check_stream_iterator(cython_iterator: type | None = None, stream_class: typ
     missing = [name for name in PYTHON_STREAM_ITERATOR_METHODS if not hasattr(stream_class, name)]
     if missing:
         raise RuntimeError(f"faust.Stream has no {', '.join(missing)}: its iteration changed, and "
-                           "app/faust_compat/fixes.py (fixes 0 and 1) must be re-checked against it")
+                           "`app.faust_compat.fixes` (fixes 0 and 1) must be re-checked against it")
     if iterator is None:
         return "python"
     name = f"{iterator.__module__}.{iterator.__qualname__}"
     if name != CYTHON_STREAM_ITERATOR:
-        raise RuntimeError(f"Faust iterates streams with {name}, but app/faust_compat/fixes.py was written for "
+        raise RuntimeError(f"Faust iterates streams with {name}, but `app.faust_compat.fixes` was written for "
                            f"{CYTHON_STREAM_ITERATOR} or the Python iterator: re-check fixes 0 and 1 against it")
     return "cython"
 
 
-# Private Faust state the service reads, fenced here (tests/unit/test_faust_fixes.py
-# fails when an upgrade renames it; tests/unit/test_faust_private_api.py keeps it here).
+# Private Faust state the service reads, fenced here (`tests.unit.test_faust_fixes`
+# fails when an upgrade renames it; `tests.unit.test_faust_private_api` keeps it here).
 
 def committed_offsets(consumer: Consumer) -> dict:
     """TP -> the offset this worker last committed (0 or absent when none)."""
@@ -177,17 +177,17 @@ def check_faust_version(version: str = faust.__version__) -> None:
     """Refuse to start on a Faust the fixes were not written for: they patch its internals."""
     if not version.startswith(SUPPORTED_FAUST):
         raise RuntimeError(
-            f"faust-streaming {version} is installed, but app/faust_compat/fixes.py was written for {SUPPORTED_FAUST}x: "
+            f"faust-streaming {version} is installed, but `app.faust_compat.fixes` was written for {SUPPORTED_FAUST}x: "
             "re-check each fix against the new release (and its tests) before changing SUPPORTED_FAUST"
         )
 
 
-def apply() -> None:
+def apply(tolerant_batch: type | None = None) -> None:
     """Check the Faust in use, then patch its consumer (fixes 1-3; fix 0 is the app's Stream setting)
-    and aiokafka's record reader (app/faust_compat/kafka_record_reader.py)."""
+    and aiokafka's record reader (`app.faust_compat.kafka_record_reader`)."""
     check_faust_version()
     check_stream_iterator()
-    kafka_record_reader.install()  # a record aiokafka cannot decode must not crash the fetcher
+    kafka_record_reader.install(tolerant_batch)  # a record aiokafka cannot decode must not crash the fetcher
     Consumer.ack = _ack_processed_only
     Consumer._new_offset = _new_offset_without_head_gap
     Consumer.perform_seek = _perform_seek_from_start_when_uncommitted

@@ -24,7 +24,7 @@ after it can be acknowledged.
 
 Only this module knows aiokafka's fetcher internals; `check_aiokafka_version`
 refuses a release it was not written for, and
-``tests/unit/test_kafka_record_reader.py`` fails when an upgrade changes them.
+``tests.unit.test_kafka_record_reader`` fails when an upgrade changes them.
 """
 
 from __future__ import annotations
@@ -218,6 +218,8 @@ class TolerantMemoryRecords:
     batch by batch ahead of the fetcher so a batch that cannot be decoded is read tolerantly
     or, failing that, stops the partition in front of it."""
 
+    tolerant_batch: type = _TolerantBatch  # set by install()
+
     def __init__(self, data: bytes) -> None:
         self._data = data
         self._batches = _ORIGINAL_MEMORY_RECORDS(data)
@@ -268,7 +270,7 @@ class TolerantMemoryRecords:
         if self._data[start + _MAGIC_OFFSET] < 2:
             return self._block(base_offset, [], _describe(first_error))
         records: list[Record] = []
-        reader = _TolerantBatch(memoryview(self._data)[start:end])
+        reader = self.tolerant_batch(memoryview(self._data)[start:end])
         try:
             for record in reader:
                 records.append(record)
@@ -313,15 +315,17 @@ def check_aiokafka_version(version: str = aiokafka.__version__) -> None:
     """Refuse an aiokafka this module was not written for: it replaces fetcher internals."""
     if not version.startswith(SUPPORTED_AIOKAFKA):
         raise RuntimeError(
-            f"aiokafka {version} is installed, but app/faust_compat/kafka_record_reader.py was written for "
+            f"aiokafka {version} is installed, but `app.faust_compat.kafka_record_reader` was written for "
             f"{' or '.join(v + 'x' for v in SUPPORTED_AIOKAFKA)}: check whether it still decodes header names "
             "strictly and how its fetcher reads batches before changing SUPPORTED_AIOKAFKA"
         )
 
 
-def install() -> None:
-    """Make every aiokafka consumer in this process read batches through `TolerantMemoryRecords`."""
+def install(tolerant_batch: type | None = None) -> None:
+    """Make every aiokafka consumer in this process read batches through `TolerantMemoryRecords`
+    (and read a batch aiokafka refuses with `tolerant_batch`, `_TolerantBatch` unless given)."""
     check_aiokafka_version()
+    TolerantMemoryRecords.tolerant_batch = tolerant_batch or _TolerantBatch
     aiokafka_fetcher.MemoryRecords = TolerantMemoryRecords
     aiokafka_fetcher.PartitionRecords = _AttachingPartitionRecords
 

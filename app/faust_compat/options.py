@@ -1,21 +1,22 @@
 """The Faust settings of the worker's App, in one place.
 
-`app/main.py` builds the worker's App with them; the benchmark's bare agent
-(`bench/bare_faust.py`) builds an App with the same settings and nothing else,
+`app.faust_app` builds the worker's App with them; the benchmark's bare agent
+(`bench.bare_faust`) builds an App with the same settings and nothing else,
 so the two are compared like for like.
 """
 
 from __future__ import annotations
 
+import os
+
 from app.adapters.kafka_client import faust_credentials
 from app.faust_compat import fixes as faust_fixes
 from app.observability.logs import logging_config
 from app.settings import Settings
-from web.middleware import WEB_APPLICATION_OPTIONS
 
 # A dead letter is its message plus headers, so it may exceed the broker's
 # default limit that the message itself met; room for that, and a producer that
-# may send it. (A letter refused anyway is sent without its value, app/sink/timestamp_sink.py.)
+# may send it. (A letter refused anyway is sent without its value, `app.sink.batch_writer`.)
 DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
 
 
@@ -24,11 +25,17 @@ def kafka_request_timeout_seconds(settings: Settings) -> float:
     return max(30.0, settings.publish_timeout_seconds * 3)
 
 
-def faust_options(settings: Settings) -> dict:
-    """Keyword arguments of `faust.App(settings.app_id, **...)` for a worker."""
+def data_dir(settings: Settings, environ=os.environ) -> str:
+    """Faust's `--datadir` when given (the CLI puts it in F_DATADIR before it imports the app), else
+    WORKER_DATA_DIR."""
+    return environ.get("F_DATADIR") or settings.worker_data_dir
+
+
+def faust_options(settings: Settings, web_application_options: dict | None = None) -> dict:
+    """Keyword arguments of `faust.App(settings.app_id, **...)` for a worker (web options from the web layer)."""
     return dict(
         broker=settings.kafka_broker_url,
-        # Like every client, from app/adapters/kafka_client.py (read when Faust builds a client).
+        # Like every client, from `app.adapters.kafka_client` (read when Faust builds a client).
         broker_credentials=faust_credentials(settings.kafka),
         # Without KAFKA_CREATE_TOPICS an admin pre-creates the topics (docs/security.md), and the worker
         # needs no Create ACL: Faust declares none of its own either.
@@ -37,12 +44,12 @@ def faust_options(settings: Settings) -> dict:
         # is neither created nor needs an ACL.
         topic_disable_leader=True,
         store=settings.table_store,
-        datadir=settings.worker_data_dir,
+        datadir=data_dir(settings),
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.command_topic_partitions,
         topic_replication_factor=settings.kafka_replication_factor,
         # acks=all for what Faust produces (changelog, dead letters); HTTP commands
-        # have their own producer (app/adapters/publisher.py).
+        # have their own producer (`app.adapters.publisher`).
         producer_acks=-1,
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         # Static membership: a restart within the session timeout moves no partition (KIP-345).
@@ -51,14 +58,14 @@ def faust_options(settings: Settings) -> dict:
         producer_request_timeout=kafka_request_timeout_seconds(settings),
         producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,
         web_in_thread=False,
-        # Acks only from the agent, after the commit (app/faust_compat/fixes.py, fix 0).
+        # Acks only from the agent, after the commit (`app.faust_compat.fixes`, fix 0).
         Stream=faust_fixes.ManualAckStream,
         # Do not wait at a rebalance or shutdown for messages that started
         # processing: they are read again by the next owner, and writes are
         # idempotent (Faust's documented choice for such streams). Waiting hung
         # forever on messages that no agent would ever acknowledge.
         stream_wait_empty=False,
-        web_application_options=WEB_APPLICATION_OPTIONS,
+        web_application_options=web_application_options or {},
         # Faust's own /table and /router pages would serve table contents and the
         # key-to-worker map to anyone, outside the API and its keys.
         web_tables_enabled=False,

@@ -1,4 +1,4 @@
-"""Fix 4 of app/faust_compat/fixes.py: a partition stalled behind a message never processed is read again.
+"""Fix 4 of `app.faust_compat.fixes`: a partition stalled behind a message never processed is read again.
 
 A message skipped in a rebalance, or dropped from the buffer of an agent that
 crashed, is not always fetched again, and its partition's committed offset then

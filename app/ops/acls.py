@@ -1,6 +1,6 @@
 """The Kafka ACLs a worker needs, and nothing more: declared once, printed by `python -m app acls`.
 
-The local stack grants exactly these (deploy/local/security.py) and
+The local stack grants exactly these (`deploy.local.security`) and
 docs/security.md lists them; tests grant them to each test's own names.
 """
 

@@ -359,7 +359,7 @@ class StallReport:
 
 async def find_stalls(kafka: KafkaView, group: str, partitions: list[int], threshold_seconds: float,
                       confirm_seconds: float, now_ms=None, sleep=None) -> StallReport:
-    """Stalled partitions of `group` (app/domain/partition_progress.py, stalled_in_audit): behind, with
+    """Stalled partitions of `group` (`app.domain.partition_progress`, stalled_in_audit): behind, with
     the oldest unprocessed record older than the threshold, and no commit during `confirm_seconds`
     (waited only when some partition is a candidate)."""
     now_ms = now_ms or (lambda: time.time() * 1000)

@@ -2,20 +2,20 @@
 
 Per batch, `plan_batch` (the agent's decode, validation, enrichment and
 in-batch de-duplication) makes the records and the skipped events, and a
-StageWriter (app/ops/staging.py) copies them into a staging table and moves them
+StageWriter (`app.ops.staging`) copies them into a staging table and moves them
 on to both tables in one transaction, deciding persisted/duplicate as
 `Database.persist_batch` does: a crash loses whole batches only, and a re-run
 re-writes nothing that is there (idempotent, so resumable by re-running).
 
 Partitions are split into groups; each group has its own Kafka reader
-(app/adapters/topic_reader.py) and its own PostgreSQL connection, driven from a thread
+(`app.adapters.topic_reader`) and its own PostgreSQL connection, driven from a thread
 of its own, so decoding the next batch overlaps writing this one and the
 groups write in parallel. Within a group batches are written in order, so the
 first message of a command id in a partition is the one persisted, as in the
 live path.
 
 A batch that fails for a reason other than the database being unreachable is
-handed to the live path's sink (`TimestampSink.write`), which isolates the
+handed to the live path's sink (`BatchWriter.write`), which isolates the
 failing messages as the live worker does (recorded `failed`; dead-lettered
 when the replay sends dead letters).
 """
@@ -37,7 +37,7 @@ from app.domain.commands import DecodeLimits
 from app.domain.records import SourcePosition, Status
 from app.domain.rfc3339 import utc_now
 from app.ops.staging import StageWriter, positions_present, stage_rows
-from app.sink.timestamp_sink import TimestampSink
+from app.sink.batch_writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class GroupLoad:
     topic: str
     bounds: Bounds
     writer: StageWriter
-    sink: TimestampSink
+    sink: BatchWriter
     limits: DecodeLimits
     batch_size: int
     bar: object
@@ -134,7 +134,7 @@ class GroupLoad:
         self.bar.update(len(messages))
 
 
-async def load(kafka: Kafka, topic: str, database_url: str, bounds: Bounds, sink: TimestampSink,
+async def load(kafka: Kafka, topic: str, database_url: str, bounds: Bounds, sink: BatchWriter,
                *, connections: int, batch_size: int, limits: DecodeLimits, progress: bool) -> BulkCounts:
     """Replay `bounds` into the database with `connections` partition groups in parallel."""
     from tqdm import tqdm

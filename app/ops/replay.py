@@ -2,7 +2,7 @@
 
 The replay reads with explicit partition assignment and no consumer group, so
 it never moves the live group's offsets. `replay` writes the live path's rows
-with the bulk loader (app/ops/bulk_load.py: COPY into a staging table, partition
+with the bulk loader (`app.ops.bulk_load`: COPY into a staging table, partition
 groups in parallel); `replay_ranges` (the audit's repair) writes through the
 live path's sink. Both are idempotent: a second run changes nothing.
 """
@@ -28,7 +28,7 @@ from app.domain.records import SourcePosition
 from app.domain.rfc3339 import InvalidTimestamp, parse_rfc3339
 from app.ops import bulk_load
 from app.ops.deferred_indexes import DEFERRED_INDEXES, defer_secondary_indexes, rebuild_deferred_indexes
-from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
+from app.sink.batch_writer import BatchWriter, no_dead_letters, no_table
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,8 @@ async def _sink(kafka: Kafka, topic: str, database: Database, limits: DecodeLimi
                 dead_letter_topic: str | None):
     """The live path's sink, without the query table; dead letters only when a topic is named."""
     if dead_letter_topic is None:
-        yield TimestampSink(database, no_dead_letters, no_table, topic, limits)
+        yield BatchWriter(database=database, send_dead_letters=no_dead_letters, update_table=no_table, topic=topic,
+                          limits=limits)
         return
     producer = AIOKafkaProducer(**client_options(kafka), acks="all", max_request_size=3 * 1024 * 1024)
     await producer.start()
@@ -207,12 +208,13 @@ async def _sink(kafka: Kafka, topic: str, database: Database, limits: DecodeLimi
         await asyncio.gather(*deliveries)
 
     try:
-        yield TimestampSink(database, send, no_table, topic, limits)
+        yield BatchWriter(database=database, send_dead_letters=send, update_table=no_table, topic=topic,
+                          limits=limits)
     finally:
         await producer.stop()
 
 
-async def _write(sink: TimestampSink, messages: list[ConsumedMessage], summary: ReplaySummary, bar) -> None:
+async def _write(sink: BatchWriter, messages: list[ConsumedMessage], summary: ReplaySummary, bar) -> None:
     """Write a batch through the live path's sink, and count it."""
     outcome = await sink.write(messages)
     summary.events_read += len(messages)

@@ -11,7 +11,7 @@ them on:
 
 with `persisted` for the records whose insert took and `duplicate` for the
 others, exactly as `Database.persist_batch` decides. One batch, one
-transaction, both tables. The column lists come from app/adapters/schema.py.
+transaction, both tables. The column lists come from the column specs of `app.adapters.schema`.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def stage_rows(plan: BatchPlan) -> str:
     """The staging rows of a plan (COPY text format, STAGE_COLUMNS in order): its records, then its skipped events.
 
     Written out per row rather than from the column spec: this is the replay's
-    hot loop (tests/unit/test_schema.py checks the fields against the spec).
+    hot loop (`tests.unit.test_schema` checks the fields against the spec).
 
     Values every row of a batch shares (topic, processed_at) are formatted
     once; uuids are written as their 32 hex digits, which PostgreSQL reads as

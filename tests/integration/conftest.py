@@ -21,8 +21,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yarl import URL
 
+import deploy.local as stack
 from app.adapters.topics import ensure_topic, topic_partitions
-from tests.worker_process import FaultyWorker, Worker
+from tests.worker_process import REPO, FaultyWorker, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -204,3 +205,12 @@ async def assert_no_commit_past_a_missing_row(namespace, ends: dict[int, int], t
             return committed
         await asyncio.sleep(0.3)
     pytest.fail(f"offsets stalled at {committed}")
+
+
+@pytest.fixture
+async def own_broker(tmp_path: Path):
+    """A throwaway broker of the test's own (same jars as the stack), so stopping it disturbs no other test."""
+    libs = os.environ.get("STACK_KAFKA_LIBS") or str(REPO / ".stack/kafka/libs")
+    broker = await asyncio.to_thread(stack.start_kafka, tmp_path / "broker", libs_dir=Path(libs))
+    yield broker
+    await asyncio.to_thread(stack.stop_kafka, tmp_path / "broker", True)

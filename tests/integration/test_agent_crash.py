@@ -8,25 +8,12 @@ PostgreSQL (docs/design.md, "When a batch raises").
 
 from __future__ import annotations
 
-import asyncio
-import json
-import uuid
-
 import pytest
 
 from tests.integration.conftest import assert_no_commit_past_a_missing_row, offsets_without_rows
+from tests.integration.helpers import produce_commands
 
 TOTAL = 60
-
-
-async def produce_commands(producer, topic: str, count: int, partition: int = 0) -> list[str]:
-    ids = [str(uuid.uuid4()) for _ in range(count)]
-    await asyncio.gather(*[
-        await producer.send(topic, json.dumps({"command_id": i, "event_timestamp": "2021-06-01T12:00:00Z"}).encode(),
-                            partition=partition)
-        for i in ids
-    ])
-    return ids
 
 
 def assert_every_committed_message_has_its_row(namespace, committed: dict, ids: list[str]) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from tests import raw_http
 from tests.integration.conftest import topic_end_offsets, wait_until
-from tests.unit.test_http_parser_errors import raw_request
+from tests.raw_http import raw_request
 
 
 @pytest.fixture

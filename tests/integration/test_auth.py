@@ -50,8 +50,13 @@ def test_missing_key_file_stops_the_worker_with_the_variable_named(namespace, tm
 
     from tests.worker_process import REPO
 
-    result = subprocess.run([sys.executable, "-c", "import app.main"], cwd=REPO, capture_output=True, text=True,
-                            env=namespace.env(API_KEYS_FILE=str(tmp_path / "absent")), timeout=60)
+    from tests.worker_process import free_port
+
+    # Read when the worker starts (app.main.start_worker), not at import.
+    result = subprocess.run([sys.executable, "-m", "faust", "-A", "app.main", "worker", "--web-host", "127.0.0.1",
+                             "--web-port", str(free_port())], cwd=REPO, capture_output=True, text=True,
+                            env=namespace.env(API_KEYS_FILE=str(tmp_path / "absent"),
+                                              WORKER_DATA_DIR=str(tmp_path / "data")), timeout=60)
     assert result.returncode != 0
     assert "API_KEYS_FILE=" in result.stderr and "no such file" in result.stderr
 

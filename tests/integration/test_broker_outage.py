@@ -11,19 +11,9 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-
 import deploy.local as stack
 from tests.integration.conftest import wait_until
 from tests.worker_process import REPO
-
-
-@pytest.fixture
-async def own_broker(tmp_path: Path):
-    libs = os.environ.get("STACK_KAFKA_LIBS") or str(REPO / ".stack/kafka/libs")
-    broker = await asyncio.to_thread(stack.start_kafka, tmp_path / "broker", libs_dir=Path(libs))
-    yield broker
-    await asyncio.to_thread(stack.stop_kafka, tmp_path / "broker", True)
 
 
 async def test_post_with_the_broker_stopped_gives_503_then_recovers(own_broker, workers, http, namespace):

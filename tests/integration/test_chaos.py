@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests import chaos
+from chaos import run as chaos
 
 
 async def test_chaos_run_loses_and_doubles_nothing():

@@ -16,9 +16,8 @@ from aiokafka import AIOKafkaProducer
 from app.domain.dead_letters import ORIGINAL_HEADERS, describe
 from app.domain.kafka_headers import decode_headers
 from app.ops.dead_letters import read_dead_letters
-from tests.integration.conftest import topic_end_offsets, wait_until
+from tests.integration.conftest import assert_no_commit_past_a_missing_row, topic_end_offsets, wait_until
 from tests.kafka_records import send_raw
-from tests.integration.test_agent_crash import assert_no_commit_past_a_missing_row
 
 PARTITIONS = 8
 NEAR_BROKER_LIMIT = 1_048_000  # the broker's default message.max.bytes is 1,048,588 per record batch

@@ -20,7 +20,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import wait_until
-from tests.integration.test_broker_outage import own_broker  # noqa: F401 (a fixture: a throwaway broker)
 
 POST_PATH = "/api/v1/timestamp/2024-02-29T12:00:00Z"
 

@@ -10,7 +10,8 @@ import pytest
 from app.domain.dead_letters import describe
 from app.ops.dead_letters import read_dead_letters
 from tests.integration.conftest import committed_offsets, offsets_without_rows, wait_until
-from tests.integration.test_agent_crash import assert_no_commit_past_a_missing_row, produce_commands
+from tests.integration.conftest import assert_no_commit_past_a_missing_row
+from tests.integration.helpers import produce_commands
 
 PER_PARTITION = 10
 PARTITIONS = range(4)

@@ -13,8 +13,9 @@ import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import deploy.local as stack
+
 from tests.integration.conftest import wait_until
-from tests.integration.test_broker_outage import stack
 
 
 @pytest.fixture

@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient
-from yarl import URL
 
 from tests.integration.conftest import committed_offsets, wait_until
-from tests.worker_process import REPO
+from tests.integration.helpers import other_database, run_cli, summary
 
 RECORD_SQL = "SELECT id::text, event_timestamp FROM timestamp_records ORDER BY id"
-
-
-def run_cli(namespace, *args: str, **env: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "app", *args], cwd=REPO, env=namespace.env(**env),
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def summary(result: subprocess.CompletedProcess) -> dict[str, int]:
-    lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
-    return {key.strip(): int(lines[key].split()[0]) for key in
-            ("events read", "rows inserted", "rows already present", "invalid")}
 
 
 async def produce(producer, topic: str, count: int, timestamp_ms: int | None = None) -> list[str]:
@@ -45,20 +27,6 @@ async def produce(producer, topic: str, count: int, timestamp_ms: int | None = N
     ]
     await asyncio.gather(*sent)
     return ids
-
-
-def other_database(namespace, name: str) -> str:
-    """An empty database next to the test's own, dropped with the server's test databases."""
-    admin = str(URL(namespace.database_url).with_path("/postgres"))
-    import psycopg2
-
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return str(URL(namespace.database_url).with_path(f"/{name}"))
 
 
 async def test_truncate_then_replay_restores_every_row_and_a_second_run_changes_nothing(workers, namespace, producer):

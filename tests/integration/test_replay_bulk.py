@@ -14,7 +14,7 @@ import psycopg2
 import psycopg2.errors
 
 from tests.integration.conftest import topic_end_offsets, wait_until
-from tests.integration.test_replay import other_database, run_cli, summary
+from tests.integration.helpers import other_database, run_cli, summary
 from tests.worker_process import REPO
 
 # Every column but the processing times (processed_at: when a batch was

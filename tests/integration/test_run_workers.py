@@ -81,3 +81,21 @@ def test_refuses_a_shared_data_directory(namespace, tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "WORKER_DATA_DIR" in result.stderr and "{conf.web_port}" in result.stderr
+
+
+async def test_faust_datadir_flag_is_where_the_worker_keeps_its_state(namespace, tmp_path):
+    """`faust --datadir DIR -A app.main worker`: the flag wins over WORKER_DATA_DIR."""
+    from tests.worker_process import Worker
+
+    class FlaggedWorker(Worker):
+        def command(self) -> list[str]:
+            return [sys.executable, "-m", "faust", "--datadir", str(tmp_path / "flagged"), "-A", "app.main",
+                    "worker", "--web-host", "127.0.0.1", "--web-port", str(self.port), "-l", "info"]
+
+    worker = FlaggedWorker(namespace.env(TABLE_STORE="rocksdb://"), tmp_path / "flagged.log").start()
+    try:
+        await worker.wait_ready(90)
+        assert (tmp_path / "flagged").is_dir() and any((tmp_path / "flagged").iterdir())
+        assert not (tmp_path / f"data-{worker.port}").exists()  # the WORKER_DATA_DIR Worker sets, unused
+    finally:
+        worker.stop()

@@ -5,28 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from app.adapters.topics import topic_partitions
 from tests.integration.conftest import wait_until
-
-
-async def read_all(bootstrap_servers: str, topic: str) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap_servers, topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
+from tests.integration.helpers import read_all
 
 
 async def test_each_record_is_one_changelog_message_in_its_keys_partition_holding_the_get_body(

@@ -14,7 +14,7 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import wait_until
-from tests.integration.test_table_changelog import read_all
+from tests.integration.helpers import read_all
 
 RETENTION = {
     "TABLE_RETENTION": "6s", "TABLE_EXPIRY_INTERVAL_SECONDS": "0.5",

@@ -2,8 +2,8 @@
 
     python tests/integration/traced_worker.py worker --web-host 127.0.0.1 --web-port PORT -l info
 
-Installs an SDK TracerProvider exporting to memory *before* importing app.main
-(so `setup_tracing` keeps it), adds the page GET /test/spans listing the
+Installs an SDK TracerProvider exporting to memory *before* the worker starts
+(so `setup_tracing`, at worker start, keeps it), adds the page GET /test/spans listing the
 finished spans, then runs the Faust CLI of `app.main.app`. Used by
 tests/integration/test_tracing.py; never deploy it.
 """

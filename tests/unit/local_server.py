@@ -6,10 +6,14 @@ import contextlib
 
 from aiohttp import web
 
+from app import aiohttp_compat
+from web import middleware
+
 
 @contextlib.asynccontextmanager
 async def served(app: web.Application):
-    """Yield the port `app` answers on; clean up after."""
+    """Yield the port `app` answers on, with aiohttp changed as a worker changes it at start; clean up after."""
+    aiohttp_compat.install(middleware.parser_error)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -15,29 +15,10 @@ from app.ops import bulk_load
 from app.ops.cli import BULK_BATCH_SIZE, BULK_CONNECTIONS
 from app.ops.replay import BULK_BATCH_SIZE as REPLAY_BATCH_SIZE
 from app.ops.replay import BULK_CONNECTIONS as REPLAY_CONNECTIONS
-from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
-from tests.unit.test_sink import FakeDatabase
+from app.sink.batch_writer import BatchWriter, no_dead_letters, no_table
+from tests.unit.fakes import FakeDatabase, copy_fields
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=timezone.utc)
-
-
-def copy_fields(line: str) -> list[str | None]:
-    """One COPY text-format line back into its fields (None for \\N), unescaped."""
-    fields = []
-    for raw in line.split("\t"):
-        if raw == "\\N":
-            fields.append(None)
-            continue
-        text, i = [], 0
-        while i < len(raw):
-            if raw[i] == "\\":
-                text.append({"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}[raw[i + 1]])
-                i += 2
-            else:
-                text.append(raw[i])
-                i += 1
-        fields.append("".join(text))
-    return fields
 
 
 def test_stage_rows_are_the_plans_records_then_its_skipped_events():
@@ -107,8 +88,9 @@ async def test_a_batch_the_bulk_write_refuses_goes_through_the_live_sink_which_i
                 for offset in range(10)] + [ConsumedMessage(SourcePosition("t", 0, 10), b"garbage")]
     refused = plan_batch(messages[4:5], NOW).records[0].id
     database, bar = FakeDatabase(refuse={refused}), Bar()
-    load = bulk_load.GroupLoad("unused:9092", "t", {}, RefusingWriter(), TimestampSink(database, no_dead_letters,
-                               no_table, "t"), bulk_load.DecodeLimits(), 100, bar)
+    load = bulk_load.GroupLoad("unused:9092", "t", {}, RefusingWriter(), BatchWriter(
+        database=database, send_dead_letters=no_dead_letters, update_table=no_table, topic="t"),
+                               bulk_load.DecodeLimits(), 100, bar)
     plan = plan_batch(messages, NOW)
 
     await load._write(messages, plan, bulk_load.stage_rows(plan))

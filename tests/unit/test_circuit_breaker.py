@@ -2,7 +2,7 @@ import psycopg2
 
 from app.adapters.database import Database
 from app.sink.circuit_breaker import CircuitBreaker, State
-from app.sink.timestamp_sink import TimestampSink, no_dead_letters, no_table
+from app.sink.batch_writer import BatchWriter, no_dead_letters, no_table
 
 
 class Clock:
@@ -84,8 +84,9 @@ def half_open_breaker() -> CircuitBreaker:
     return breaker
 
 
-def sink_pinging(breaker: CircuitBreaker, database: PingedDatabase) -> TimestampSink:
-    return TimestampSink(database, no_dead_letters, no_table, "t", breaker=breaker)
+def sink_pinging(breaker: CircuitBreaker, database: PingedDatabase) -> BatchWriter:
+    return BatchWriter(database=database, send_dead_letters=no_dead_letters, update_table=no_table, topic="t",
+                       breaker=breaker)
 
 
 async def test_pings_close_a_half_open_breaker_without_traffic():

@@ -1,6 +1,6 @@
 """Requests aiohttp's HTTP parser refuses get our JSON error and one log line.
 
-web/middleware.py wraps aiohttp's RequestHandler.handle_error for this (there is
+app/aiohttp_compat/request_handler.py wraps aiohttp's RequestHandler.handle_error for this (there is
 no public hook); these tests fail when an aiohttp upgrade stops routing parser
 errors through it.
 """
@@ -14,21 +14,11 @@ import logging
 import pytest
 from aiohttp import web
 
+from app import aiohttp_compat
+from tests.raw_http import raw_request
 from tests.unit.local_server import served
+from web import middleware
 from web.middleware import MAX_HEADER_BYTES, MAX_LINE_BYTES, WEB_APPLICATION_OPTIONS
-
-
-async def raw_request(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send raw bytes, read the answer until the server closes: (status, headers, body)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), timeout=10)
-    writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, body
 
 
 @pytest.fixture
@@ -79,6 +69,7 @@ async def test_well_formed_requests_are_untouched(port):
 
 async def test_other_errors_keep_aiohttps_handling():
     """Only parser errors are ours: without our middleware, a handler timeout still gets aiohttp's 504."""
+    aiohttp_compat.install(middleware.parser_error)
     assert web.RequestHandler.handle_error.answers_parser_errors_in_json
 
     async def slow(request: web.Request) -> web.Response:
@@ -96,3 +87,11 @@ async def test_other_errors_keep_aiohttps_handling():
         await runner.cleanup()
     assert status == 504
     assert headers["content-type"].startswith("text/plain")
+
+
+def test_an_aiohttp_the_fence_was_not_written_for_is_refused():
+    from app.aiohttp_compat.request_handler import check_aiohttp_version
+
+    check_aiohttp_version("3.14.5")
+    with pytest.raises(RuntimeError, match="aiohttp 4.0.0 is installed"):
+        check_aiohttp_version("4.0.0")

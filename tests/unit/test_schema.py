@@ -10,7 +10,7 @@ from app.domain.batch_plan import ConsumedMessage, plan_batch
 from app.domain.commands import encode_command
 from app.domain.records import SourcePosition
 from app.ops.staging import STAGE_COLUMNS, stage_rows
-from tests.unit.test_bulk_load import copy_fields
+from tests.unit.fakes import copy_fields
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=timezone.utc)
 

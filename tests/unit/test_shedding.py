@@ -1,6 +1,6 @@
 """An API request that waited past MAX_REQUEST_WAIT_SECONDS in the worker is shed: 503 + Retry-After.
 
-web/middleware.py learns when a request was read by wrapping aiohttp's
+app/aiohttp_compat/request_handler.py learns when a request was read by wrapping aiohttp's
 RequestHandler.data_received (there is no public hook); these tests fail when an
 aiohttp upgrade stops calling it. A real aiohttp server with the worker's
 middleware; two requests pipelined on one connection are read together, and the
@@ -17,6 +17,7 @@ from aiohttp import web
 
 from app.observability import metrics
 from tests.unit.local_server import served
+from app.aiohttp_compat import request_handler
 from web import middleware
 from web.middleware import WEB_APPLICATION_OPTIONS
 
@@ -86,7 +87,7 @@ async def test_within_the_limit_nothing_is_shed(port, monkeypatch):
 
 
 async def test_arrival_times_are_forgotten_with_their_connection(port):
-    before = set(middleware._arrivals)
+    before = set(request_handler._arrivals)
     await pipelined(port, ["/api/v1/fast"])
     await asyncio.sleep(0.05)
-    assert set(middleware._arrivals) <= before
+    assert set(request_handler._arrivals) <= before

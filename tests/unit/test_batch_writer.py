@@ -15,28 +15,8 @@ from app.domain.dead_letters import describe
 from app.domain.records import SourcePosition
 from app.domain.rfc3339 import utc_now
 from app.faust_compat.fixes import ManualAckStream
-from app.sink.timestamp_sink import TimestampSink
-
-
-class FakeDatabase:
-    def __init__(self, refuse: set = frozenset(), outages: int = 0) -> None:
-        self.refuse = set(refuse)
-        self.outages = outages
-        self.records: dict = {}
-        self.events: dict = {}
-        self.writes = 0
-
-    async def persist_batch(self, plan):
-        while self.outages:  # transient errors are retried by the sink (test_circuit_breaker.py)
-            self.outages -= 1
-        self.writes += 1
-        if any(r.id in self.refuse for r in plan.records):
-            raise psycopg2.errors.DataError("value out of range")
-        inserted = {r.id: utc_now() for r in plan.records if r.id not in self.records}
-        self.records.update({r.id: r for r in plan.records if r.id in inserted})
-        for event in plan.processed_events(set(inserted)):
-            self.events.setdefault(event.source, event)
-        return inserted
+from app.sink.batch_writer import BatchWriter
+from tests.unit.fakes import FakeDatabase
 
 
 def messages(count: int) -> list[ConsumedMessage]:
@@ -63,7 +43,7 @@ async def test_a_failing_message_is_isolated_and_the_rest_is_written():
     async def send(sent):
         letters.extend(sent)
 
-    await TimestampSink(database, send, no_table, "t").write(batch)
+    await BatchWriter(database=database, send_dead_letters=send, update_table=no_table, topic="t").write(batch)
     assert set(database.records) == {command_id(m) for m in batch} - bad
     assert {e.source.offset: e.status for e in database.events.values() if e.status != "persisted"} == {
         3: "failed", 17: "failed"}
@@ -85,7 +65,7 @@ async def test_a_table_failure_is_isolated_too():
     async def send(sent):
         letters.extend(sent)
 
-    await TimestampSink(database, send, table, "t").write(batch)
+    await BatchWriter(database=database, send_dead_letters=send, update_table=table, topic="t").write(batch)
     assert len(database.records) == 8  # committed before the table raised
     assert [describe(letter.headers)["dlq.reason"] for letter in letters] == ["processing_error"]
 
@@ -98,7 +78,8 @@ async def test_invalid_messages_are_dead_lettered_once_and_repeats_of_a_position
     async def send(sent):
         letters.extend(sent)
 
-    await TimestampSink(database, send, no_table, "t").write(batch + [nested, nested, batch[0]])
+    await BatchWriter(database=database, send_dead_letters=send, update_table=no_table, topic="t").write(
+        batch + [nested, nested, batch[0]])
     assert [describe(letter.headers)["dlq.reason"] for letter in letters] == [
         "message value nests deeper than 32 levels"]
     assert len(database.events) == 4
@@ -116,7 +97,7 @@ async def test_a_dead_letter_the_broker_refuses_is_sent_without_its_value():
             raise MessageSizeTooLargeError()
         sent.extend(letters)
 
-    await TimestampSink(FakeDatabase(), send, no_table, "t", retry_max_seconds=0).write([nested])
+    await BatchWriter(database=FakeDatabase(), send_dead_letters=send, update_table=no_table, topic="t", retry_max_seconds=0).write([nested])
     [letter] = sent
     assert letter.value is None and describe(letter.headers)["dlq.value.omitted"] == "MessageSizeTooLargeError"
 
@@ -129,7 +110,7 @@ async def test_cancellation_is_not_swallowed():
 
     nested = ConsumedMessage(SourcePosition("t", 0, 1), b"[" * 5000 + b"]" * 5000)
     with pytest.raises(asyncio.CancelledError):
-        await TimestampSink(FakeDatabase(), send, no_table, "t").write([nested])
+        await BatchWriter(database=FakeDatabase(), send_dead_letters=send, update_table=no_table, topic="t").write([nested])
 
 
 def test_the_stream_never_turns_automatic_acks_on():
@@ -152,7 +133,7 @@ async def test_postgresql_away_while_the_table_reads_records_is_retried_not_dead
         if len(reads) == 1:  # the table's look-up of records it lacks hits a restarting server
             raise psycopg2.OperationalError("server closed the connection unexpectedly")
 
-    outcome = await TimestampSink(database, send, update_table, "t", retry_max_seconds=0).write(batch)
+    outcome = await BatchWriter(database=database, send_dead_letters=send, update_table=update_table, topic="t", retry_max_seconds=0).write(batch)
     assert reads == [6, 6]
     assert letters == []
     assert outcome.failed == 0

@@ -1,4 +1,4 @@
-"""BatchingSink: the one place that decides when a batch of events is acknowledged."""
+"""AckAfterWrite: the one place that decides when a batch of events is acknowledged."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from typing import Awaitable, Callable, Sequence
 
 from app.domain.batch_plan import ConsumedMessage
 from app.domain.records import SourcePosition
-from app.sink.timestamp_sink import TimestampSink
+from app.sink.batch_writer import BatchWriter
 from app.sink.write_behind import WriteBehind
 
 BREAKER_TRIAL_INTERVAL_SECONDS = 1.0
 
 
-class BatchingSink:
-    """Writes each batch through the TimestampSink, then acknowledges every event of it.
+class AckAfterWrite:
+    """Writes each batch through the BatchWriter, then acknowledges every event of it.
 
-    - Acknowledged only after `TimestampSink.write` returned: the rows are in
+    - Acknowledged only after `BatchWriter.write` returned: the rows are in
       PostgreSQL, the query table's changelog and the dead-letter topic. Nothing
-      else acknowledges (the stream never does on its own: app/faust_compat/fixes.py).
+      else acknowledges (the stream never does on its own: `app.faust_compat.fixes`).
     - `write` raises nothing but cancellation, so no batch is acknowledged half done.
     - Batches are written behind the caller's loop (WriteBehind), strictly in
       order, while it collects the next; acknowledgements follow in the same order.
@@ -27,7 +27,7 @@ class BatchingSink:
       second finishes its trial.
     """
 
-    def __init__(self, writer: TimestampSink, ack: Callable[[object], Awaitable],
+    def __init__(self, writer: BatchWriter, ack: Callable[[object], Awaitable],
                  on_writing: Callable[[bool], None] = lambda active: None,
                  on_acked: Callable[[], None] = lambda: None) -> None:
         self.writer = writer
@@ -38,7 +38,7 @@ class BatchingSink:
         self._behind = WriteBehind(self._write_and_ack)
         self._trials: asyncio.Task | None = None
 
-    async def __aenter__(self) -> BatchingSink:
+    async def __aenter__(self) -> AckAfterWrite:
         self._trials = asyncio.create_task(self._keep_trialling_breaker(), name="breaker-trials")
         return self
 

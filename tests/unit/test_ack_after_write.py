@@ -1,4 +1,4 @@
-"""BatchingSink: a batch is acknowledged only after its write returned, in order, and never half."""
+"""AckAfterWrite: a batch is acknowledged only after its write returned, in order, and never half."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.sink.batching_sink import BatchingSink
+from app.sink.ack_after_write import AckAfterWrite
 
 
 def event(offset: int):
@@ -37,7 +37,7 @@ async def test_events_are_acknowledged_only_after_their_batch_is_written_in_orde
     async def ack(e) -> None:
         acked.append(e.message.offset)
 
-    async with BatchingSink(writer, ack=ack, on_acked=lambda: progress.append(len(acked))) as sink:
+    async with AckAfterWrite(writer, ack=ack, on_acked=lambda: progress.append(len(acked))) as sink:
         await sink.submit([event(0), event(1)])
         await sink.submit([event(2)])
         await asyncio.sleep(0.05)
@@ -58,7 +58,7 @@ async def test_a_batch_still_being_written_at_close_is_not_acknowledged():
     async def ack(e) -> None:
         acked.append(e)
 
-    async with BatchingSink(writer, ack=ack) as sink:
+    async with AckAfterWrite(writer, ack=ack) as sink:
         await sink.submit([event(0)])
         await asyncio.sleep(0.05)
     assert acked == []
@@ -66,25 +66,25 @@ async def test_a_batch_still_being_written_at_close_is_not_acknowledged():
 
 
 async def test_an_idle_sink_gives_the_half_open_breaker_its_trials(monkeypatch):
-    monkeypatch.setattr("app.sink.batching_sink.BREAKER_TRIAL_INTERVAL_SECONDS", 0.01)
+    monkeypatch.setattr("app.sink.ack_after_write.BREAKER_TRIAL_INTERVAL_SECONDS", 0.01)
     writer = GatedWriter()
 
     async def ack(e) -> None:
         pass
 
-    async with BatchingSink(writer, ack=ack):
+    async with AckAfterWrite(writer, ack=ack):
         await asyncio.sleep(0.1)
     assert writer.trials >= 2
 
 
 async def test_no_ping_trials_while_a_batch_is_being_written(monkeypatch):
-    monkeypatch.setattr("app.sink.batching_sink.BREAKER_TRIAL_INTERVAL_SECONDS", 0.01)
+    monkeypatch.setattr("app.sink.ack_after_write.BREAKER_TRIAL_INTERVAL_SECONDS", 0.01)
     writer, writing = GatedWriter(), []
 
     async def ack(e) -> None:
         pass
 
-    async with BatchingSink(writer, ack=ack, on_writing=writing.append) as sink:
+    async with AckAfterWrite(writer, ack=ack, on_writing=writing.append) as sink:
         await sink.submit([event(0)])
         await asyncio.sleep(0.1)  # the write is held: its own attempt is the trial
         assert writing == [True]
@@ -105,7 +105,7 @@ async def test_a_write_that_raises_is_no_longer_under_way_and_acknowledges_nothi
     async def ack(e) -> None:
         acked.append(e)
 
-    sink = BatchingSink(FailingWriter(), ack=ack, on_writing=writing.append)
+    sink = AckAfterWrite(FailingWriter(), ack=ack, on_writing=writing.append)
     with pytest.raises(RuntimeError, match="escaped the sink"):  # raised in the agent, as WriteBehind does
         async with sink:
             await sink.submit([event(0)])

@@ -7,7 +7,7 @@ the query table. The caller acknowledges the batch only after `write` returned.
   retried where they happen, with back-off: nothing is consumed meanwhile.
   PostgreSQL writes go through the circuit breaker: while it is open none is
   tried, and while it is half-open and nothing is written, `try_half_open_breaker`
-  pings as its trial (BatchingSink calls it once a second).
+  pings as its trial (AckAfterWrite calls it once a second).
 - Any other exception is treated as the fault of some message in the batch:
   the batch is split in halves until the failing messages are alone; those are
   dead-lettered with `dlq.reason=processing_error` and recorded as `failed`, and
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SendDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 UpdateTable = Callable[[list[TimestampRecord], dict], Awaitable[None]]
+PlanBatch = Callable[..., BatchPlan]  # app.domain.batch_plan.plan_batch's signature
 
 
 @dataclass
@@ -83,12 +84,13 @@ def is_kafka_outage(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and exc.retriable
 
 
-class TimestampSink:
+class BatchWriter:
     """Writes batches of command messages; see the module docstring for the policy."""
 
-    def __init__(self, database: Database, send_dead_letters: SendDeadLetters, update_table: UpdateTable,
+    def __init__(self, *, database: Database, send_dead_letters: SendDeadLetters, update_table: UpdateTable,
                  topic: str, limits: DecodeLimits = DecodeLimits(), retry_max_seconds: float = 30.0,
-                 breaker: CircuitBreaker | None = None, dead_letter_topic: str = "the dead-letter topic") -> None:
+                 breaker: CircuitBreaker | None = None, dead_letter_topic: str = "the dead-letter topic",
+                 plan: PlanBatch = plan_batch) -> None:
         self.database = database
         self.dead_letter_topic = dead_letter_topic
         self.breaker = breaker or CircuitBreaker()
@@ -97,6 +99,7 @@ class TimestampSink:
         self.topic = topic
         self.limits = limits
         self.retry_max_seconds = retry_max_seconds
+        self._plan = plan
 
     async def write(self, messages: Sequence[ConsumedMessage]) -> BatchOutcome:
         """Process and persist every message; returns when the batch may be acknowledged.
@@ -137,7 +140,7 @@ class TimestampSink:
             await self._write_isolating(messages[half:], spans[half:], outcome)
 
     async def _write_once(self, messages: list[ConsumedMessage], spans, outcome: BatchOutcome) -> None:
-        plan = plan_batch(messages, processed_at=utc_now(), limits=self.limits)
+        plan = self._plan(messages, processed_at=utc_now(), limits=self.limits)
         invalid = await self.dead_letter_invalid(messages, plan)
         with database_write_span(spans):
             started = time.monotonic()
