@@ -49,6 +49,11 @@ class PipelineApp(faust.App):
     def services(self, services) -> None:
         self._services = services
 
+    @property
+    def started(self) -> bool:
+        """Whether the worker's start-up (app.main.start_worker) has run: Faust may signal worker init twice."""
+        return self._services is not None
+
     async def on_first_start(self) -> None:
         log.info("Stream iterator: %s", fixes.stream_iterator())
         # Faust's producer starts before its web server, and one that cannot authenticate ends the

@@ -41,6 +41,8 @@ import web.openapi_view  # noqa: E402,F401  /openapi.json
 @app.on_worker_init.connect
 def start_worker(sender: faust.App, **kwargs) -> None:
     """Before the worker's services start: fixes, files, tracing and the parts, in that order."""
+    if sender.started:
+        return
     if (given := settings_datadir_conflict(sender)) is not None:
         raise SettingsError(given)
     parts = dict(sender.parts)
@@ -61,7 +63,7 @@ def start_worker(sender: faust.App, **kwargs) -> None:
 def settings_datadir_conflict(sender: faust.App) -> str | None:
     """A `--datadir` the app could not honour: given after the app was built (only when the CLI is
     started from an imported app, as `app.main()` does)."""
-    given = os.environ.get("F_DATADIR")
+    given = os.environ.get("FAUST_DATADIR")
     if given and Path(given).resolve() != Path(str(sender.conf.datadir)).resolve():
         return (f"--datadir {given!r} came after the app was built with {sender.conf.datadir}: "
                 "set WORKER_DATA_DIR instead")

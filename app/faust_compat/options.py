@@ -26,9 +26,12 @@ def kafka_request_timeout_seconds(settings: Settings) -> float:
 
 
 def data_dir(settings: Settings, environ=os.environ) -> str:
-    """Faust's `--datadir` when given (the CLI puts it in F_DATADIR before it imports the app), else
-    WORKER_DATA_DIR."""
-    return environ.get("F_DATADIR") or settings.worker_data_dir
+    """Faust's `--datadir` when given, else WORKER_DATA_DIR.
+
+    `import faust` reads `--datadir` from the command line and exports it as FAUST_DATADIR, before the
+    app module is imported (the CLI's own F_DATADIR comes later, and always holds a value).
+    """
+    return environ.get("FAUST_DATADIR") or settings.worker_data_dir
 
 
 def faust_options(settings: Settings, web_application_options: dict | None = None) -> dict:
