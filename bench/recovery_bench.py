@@ -48,13 +48,12 @@ from pathlib import Path
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.adapters.kafka_client import client_options
 from app.adapters.topics import ensure_topic
 from app.domain.records import SourcePosition, TimestampRecord
 from bench.ceilings import delete_topic, drop_database, fresh_database, raw_insert
-from bench.http_load import latency_stats
+from bench.http_load import latency_stats, metric_value
 from bench.live_worker import worker_env
 from tables.table_expiry import changelog_topic_config
 from tests.worker_process import Worker
@@ -169,8 +168,7 @@ async def _roll_segments(bootstrap: str, topic: str) -> None:
 
 async def metric(http: aiohttp.ClientSession, worker: Worker, name: str) -> float:
     async with http.get(f"{worker.url}/metrics") as response:
-        text = await response.text()
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+        return metric_value(await response.text(), name)
 
 
 async def ready(http: aiohttp.ClientSession, worker: Worker) -> bool:
