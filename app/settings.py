@@ -212,6 +212,13 @@ class Settings:
     table_store: str = _setting(
         "rocksdb://", _store_url,
         "Faust table store: rocksdb:// (persistent, production) or memory:// (tests).")
+    table_rocksdb_write_buffer_mib: int = _setting(
+        "4", _positive_int,
+        "RocksDB memtable size per table partition (MiB); at most 2 per partition are held in memory. "
+        "See the memory budget in docs/deployment.md.")
+    table_rocksdb_block_cache_mib: int = _setting(
+        "8", _positive_int,
+        "RocksDB block cache per table partition (MiB), for the GETs that read the store.")
     table_retention: float | None = _setting(
         "forever", _retention,
         "How long an id stays in the query table, from its record's created_at (e.g. 7d, 12h); "

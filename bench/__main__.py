@@ -47,13 +47,12 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
 
-from app.adapters.kafka_client import client_options
 from app.adapters.topics import ensure_topic
 from app.settings import SETTINGS
 from bench import report
-from bench.ceilings import BATCH, drop_database, fresh_database, produce, raw_consume, raw_insert
+from bench.ceilings import (BATCH, delete_topics_containing, drop_database, fresh_database, produce, raw_consume,
+                            raw_insert)
 from bench.http_load import measure_http
 from bench.live_worker import REPO, measure_bare_faust, measure_workers
 from bench.record_reader_bench import measure_record_reader
@@ -201,18 +200,6 @@ def code_version() -> dict:
 
 def _rate_of(events: int, seconds: float) -> dict:
     return {"events": events, "seconds": round(seconds, 3), "events_per_second": round(events / seconds, 1)}
-
-
-async def delete_topics_containing(bootstrap: str, marker: str) -> None:
-    """Every topic whose name contains this run's marker (its own, the workers' changelogs, dead letters)."""
-    admin = AIOKafkaAdminClient(**client_options(bootstrap))
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if marker in t]
-        if topics:
-            await admin.delete_topics(topics)
-    finally:
-        await admin.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,3 +102,15 @@ async def delete_topic(bootstrap: str, topic: str) -> None:
         await admin.delete_topics([topic])
     finally:
         await admin.close()
+
+
+async def delete_topics_containing(bootstrap: str, marker: str) -> None:
+    """Every topic whose name contains this run's marker (its own, the workers' changelogs, dead letters)."""
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if marker in t]
+        if topics:
+            await admin.delete_topics(topics)
+    finally:
+        await admin.close()

@@ -123,8 +123,9 @@ def metric_value(exposition: str, sample: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(exposition) for s in f.samples if s.name == sample)
 
 
-async def produce_at_rate(bootstrap: str, topic: str, rate: float, stop: asyncio.Event) -> int:
-    """Seed-format commands straight to Kafka at `rate` per second until `stop` is set."""
+async def produce_at_rate(bootstrap: str, topic: str, rate: float, stop: asyncio.Event,
+                          ids: list[str] | None = None) -> int:
+    """Seed-format commands straight to Kafka at `rate` per second until `stop` is set (their ids into `ids`)."""
     if rate <= 0:
         await stop.wait()
         return 0
@@ -141,6 +142,8 @@ async def produce_at_rate(bootstrap: str, topic: str, rate: float, stop: asyncio
                 command_id = str(uuid.uuid4())
                 value = json.dumps({"command_id": command_id, "event_timestamp": POST_TIMESTAMP}).encode()
                 await producer.send(topic, value, key=command_id.encode())
+                if ids is not None:
+                    ids.append(command_id)
             sent = max(sent, due)
             try:
                 await asyncio.wait_for(stop.wait(), tick)

@@ -6,6 +6,8 @@ histograms, low-cardinality labels. `docs/operations.md` describes each one.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from typing import Callable, Iterable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -13,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.domain.records import Status
+from app.faust_compat.table_store import estimated_key_count
 
 PREFIX = "timestamp"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -104,6 +107,10 @@ audit_gap_messages = Gauge(
 rebalances = Counter(
     f"{PREFIX}_rebalances_total", "Consumer-group rebalances this worker took part in (completed).",
 )
+event_loop_lag = Gauge(
+    f"{PREFIX}_event_loop_lag_seconds",
+    "Longest delay of a 0.25 s timer on the worker's event loop over the last 10 s.",
+)
 partition_stall_seconds = Gauge(
     f"{PREFIX}_partition_stall_seconds",
     "Seconds this worker's partition has been behind its end offset without its committed offset moving "
@@ -165,6 +172,12 @@ class PipelineCollector(Collector):
         self._lag = lag
         self._table_keys = table_keys
 
+    def describe(self):
+        """The names, without reading the worker's state (the registry asks at registration)."""
+        yield GaugeMetricFamily(f"{PREFIX}_consumer_lag_messages", "", labels=["topic", "partition"])
+        yield GaugeMetricFamily(f"{PREFIX}_table_keys", "")
+        yield GaugeMetricFamily(f"{PREFIX}_asyncio_tasks", "")
+
     def collect(self):
         lag = GaugeMetricFamily(
             f"{PREFIX}_consumer_lag_messages",
@@ -175,8 +188,43 @@ class PipelineCollector(Collector):
             lag.add_metric([topic, str(partition)], value)
         yield lag
         yield GaugeMetricFamily(
-            f"{PREFIX}_table_keys", "Keys of the query table held by this worker.", value=self._table_keys(),
+            f"{PREFIX}_table_keys", "Keys of the query table in this worker's partitions (RocksDB's estimate).",
+            value=self._table_keys(),
         )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_asyncio_tasks", "Tasks alive on the worker's event loop.", value=_tasks_alive(),
+        )
+
+
+def _tasks_alive() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the loop (a test's registry dump)
+        return 0
+
+
+class LoopLagProbe:
+    """How late the event loop runs a timer: the longest delay of the last `window_seconds`.
+
+    A request or a batch that holds the loop delays every other coroutine by as
+    much; this is what the HTTP tail and the agent's progress feel.
+    """
+
+    def __init__(self, gauge: Gauge, interval_seconds: float = 0.25, window_seconds: float = 10.0) -> None:
+        self.gauge = gauge
+        self.interval = interval_seconds
+        self.delays: deque[float] = deque(maxlen=max(1, round(window_seconds / interval_seconds)))
+
+    def observe(self, delay_seconds: float) -> None:
+        self.delays.append(max(0.0, delay_seconds))
+        self.gauge.set(max(self.delays))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval
+            await asyncio.sleep(self.interval)
+            self.observe(loop.time() - due)
 
 
 def register_collector(collector: Collector) -> None:
@@ -257,4 +305,12 @@ def collect_pipeline_metrics(app, command_topic: str, table) -> None:
             if tp.topic == command_topic and tp in app.consumer.assignment()
         ]
 
-    register_collector(PipelineCollector(lag=consumer_lag, table_keys=lambda: len(table)))
+    def table_keys() -> int:
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == command_topic}
+        return estimated_key_count(table, owned)
+
+    register_collector(PipelineCollector(lag=consumer_lag, table_keys=table_keys))
+
+    @app.task
+    async def probe_event_loop_lag() -> None:
+        await LoopLagProbe(event_loop_lag).run()

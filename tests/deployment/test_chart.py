@@ -380,6 +380,36 @@ def test_environment_names_are_settings_the_service_reads(everything, example):
                 name.startswith("OTEL_") and name in docs_text), f"{name} is read by nothing in the service"
 
 
+def _memory_budget_mib(write_buffer: int, block_cache: int, base: int, partitions: int) -> int:
+    """docs/deployment.md "Memory budget": base + each partition's 2 memtables, block cache and 2 MiB."""
+    return base + partitions * (2 * write_buffer + block_cache + 2)
+
+
+def test_memory_request_and_limit_follow_from_the_budget(default):
+    store, memory = DEFAULTS["tableStore"], DEFAULTS["memory"]
+    # The chart's defaults are the service's.
+    assert store["rocksdbWriteBufferMiB"] == int(SETTINGS["TABLE_ROCKSDB_WRITE_BUFFER_MIB"].default)
+    assert store["rocksdbBlockCacheMiB"] == int(SETTINGS["TABLE_ROCKSDB_BLOCK_CACHE_MIB"].default)
+    data = default["ConfigMap"]["data"]
+    assert data["TABLE_ROCKSDB_WRITE_BUFFER_MIB"] == str(store["rocksdbWriteBufferMiB"])
+    assert data["TABLE_ROCKSDB_BLOCK_CACHE_MIB"] == str(store["rocksdbBlockCacheMiB"])
+
+    budget = _memory_budget_mib(store["rocksdbWriteBufferMiB"], store["rocksdbBlockCacheMiB"], memory["baseMiB"],
+                                DEFAULTS["kafka"]["commandTopicPartitions"])
+    resources = container(default)["resources"]
+    assert resources["requests"]["memory"] == f"{budget}Mi"
+    assert resources["limits"]["memory"] == f"{budget * (100 + memory['limitHeadroomPercent']) // 100}Mi"
+    assert resources["requests"]["cpu"] == DEFAULTS["resources"]["requests"]["cpu"]
+
+    bigger = container(tools.kinds(tools.render("--set", "tableStore.rocksdbWriteBufferMiB=16",
+                                                "--set", "kafka.commandTopicPartitions=16")))
+    assert bigger["resources"]["requests"]["memory"] == (
+        f"{_memory_budget_mib(16, store['rocksdbBlockCacheMiB'], memory['baseMiB'], 16)}Mi")
+
+    chosen = container(tools.kinds(tools.render("--set", "resources.limits.memory=3Gi")))
+    assert chosen["resources"]["limits"]["memory"] == "3Gi" and chosen["resources"]["requests"]["memory"] == f"{budget}Mi"
+
+
 def test_values_schema_knows_every_setting():
     """config accepts exactly the settings the chart does not set itself: a new setting needs a decision here."""
     schema = json.loads((tools.CHART / "values.schema.json").read_text())

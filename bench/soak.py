@@ -1,0 +1,296 @@
+"""Soak: workers under steady mixed load for a long time, sampled every interval.
+
+    make soak                        # 30 minutes, 2 workers
+    make soak SOAK_MINUTES=5
+    python -m bench.soak --minutes 30 --workers 2 --post-rate 400 --get-rate 400 --produce-rate 1000
+
+On its own topic and database, against the local stack (KAFKA_BOOTSTRAP_SERVERS,
+DATABASE_URL): open-loop POSTs and GETs spread over the workers (a GET on a
+worker that does not own the id is routed to the owner), and commands produced
+straight to Kafka. Every interval it records, per worker, the RSS and open file
+descriptors (/proc) and, from /metrics, the asyncio task count, the event-loop
+lag and the consumer lag; and the interval's POST and GET latency.
+
+At the end: every accepted POST and every produced command must be a row, once
+(`lost`, `unexpected`), and no worker may report an audit gap. The verdicts
+compare with issue 21's targets: RSS growth after the first 5 minutes (per 30
+minutes), p99 of the last 5 minutes against minutes 5-10. Writes
+bench/results/soak-<UTC time>.json and, with --plot, a PNG next to it. Stops
+every process it started and drops its database, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import psycopg2
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.adapters.topics import ensure_topic
+from bench.ceilings import delete_topics_containing, drop_database, fresh_database
+from bench.http_load import POST_TIMESTAMP, open_loop, produce_at_rate
+from bench.live_worker import worker_env
+from bench.report import RESULTS_DIR
+from tests.worker_process import Worker
+
+PARTITIONS = 8
+SEED_POSTS = 200
+REQUEST_TIMEOUT_SECONDS = 5.0
+RSS_GROWTH_LIMIT_MB_PER_30_MIN = 10.0
+P99_DRIFT_LIMIT = 1.5
+WARM_UP_MINUTES = 5
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def worker_metrics(exposition: str) -> dict:
+    """What a sample reads of a worker's /metrics."""
+    values = {"asyncio_tasks": 0.0, "event_loop_lag_seconds": 0.0, "consumer_lag_messages": 0.0,
+              "audit_gap_messages": 0.0}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            name = sample.name.removeprefix("timestamp_")
+            if name in values:
+                values[name] += sample.value
+    return values
+
+
+def growth_per_30_min(samples: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (minute, MB) after the warm-up, in MB per 30 minutes."""
+    points = [(m, v) for m, v in samples if m >= WARM_UP_MINUTES]
+    if len(points) < 2:
+        return None
+    mean_m = sum(m for m, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    spread = sum((m - mean_m) ** 2 for m, _ in points)
+    return round(30 * sum((m - mean_m) * (v - mean_v) for m, v in points) / spread, 2) if spread else None
+
+
+def verdicts(intervals: list[dict], audit: dict, interval_seconds: float) -> dict:
+    """Issue 21's soak targets, each None when the run was too short to judge."""
+    minutes = [i["end_seconds"] / 60 for i in intervals]
+    rss = {}
+    for name in intervals[0]["workers"] if intervals else []:
+        rss[name] = growth_per_30_min([(m, i["workers"][name]["rss_mb"]) for m, i in zip(minutes, intervals)])
+
+    def p99(method: str, first: float, last: float) -> float | None:
+        """The median of the window's per-interval p99s: one stalled minute does not decide it."""
+        values = [i[method]["p99_ms"] for m, i in zip(minutes, intervals)
+                  if first < m <= last and i[method]["p99_ms"] is not None]
+        return round(statistics.median(values), 2) if values else None
+
+    total = minutes[-1] if minutes else 0
+    drift = {}
+    for method in ("post", "get"):
+        early, late = p99(method, WARM_UP_MINUTES, 10), p99(method, max(total - 5, 10), total)
+        drift[method] = {"median_p99_ms_minutes_5_10": early, "median_p99_ms_last_5_minutes": late,
+                         "ratio": round(late / early, 2) if early and late and total >= 15 else None}
+    growths = [g for g in rss.values() if g is not None]
+    return {
+        "rss_growth_mb_per_30_min": rss,
+        "rss_within_limit": (max(growths) <= RSS_GROWTH_LIMIT_MB_PER_30_MIN) if growths else None,
+        "p99_drift": drift,
+        "p99_within_limit": all(d["ratio"] <= P99_DRIFT_LIMIT for d in drift.values())
+        if all(d["ratio"] is not None for d in drift.values()) else None,
+        "nothing_lost": audit["lost"] == 0 and audit["unexpected"] == 0 and audit["audit_gap_messages"] == 0,
+    }
+
+
+class Soak:
+    """Workers on their own topic and database, and the load against them."""
+
+    def __init__(self, bootstrap: str, server_url: str, workdir: Path, workers: int, name: str) -> None:
+        self.bootstrap, self.server_url, self.workdir = bootstrap, server_url, workdir
+        self.name, self.topic, self.database = name, name.replace("-", "."), name.replace("-", "_")
+        self.worker_count = workers
+        self.workers: list[Worker] = []
+        self.accepted: list[str] = []
+        self.produced: list[str] = []
+
+    async def __aenter__(self) -> "Soak":
+        await ensure_topic(self.bootstrap, self.topic, PARTITIONS, 1, {})
+        self.url = fresh_database(self.server_url, self.database)
+        env = worker_env(self.bootstrap, self.topic, self.name, self.url)
+        for number in range(self.worker_count):
+            self.workers.append(Worker(env, self.workdir / f"worker-{number}.log").start())
+        for worker in self.workers:
+            await worker.wait_ready(180)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024),
+                                             timeout=aiohttp.ClientTimeout(total=None))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        try:
+            await self.session.close()
+        finally:
+            for worker in self.workers:
+                worker.stop()
+            drop_database(self.server_url, self.database)
+            await delete_topics_containing(self.bootstrap, self.name.removeprefix("soak-"))
+
+    async def post(self, i: int) -> int:
+        worker = self.workers[i % len(self.workers)]
+        async with self.session.post(f"{worker.url}/api/v1/timestamp/{POST_TIMESTAMP}") as response:
+            if response.status == 200:
+                self.accepted.append((await response.json())["id"])
+            else:
+                await response.read()
+            return response.status
+
+    def getter(self, ids: list[str]):
+        async def get(i: int) -> int:
+            worker = self.workers[i % len(self.workers)]
+            async with self.session.get(f"{worker.url}/api/v1/timestamp/{ids[i % len(ids)]}") as response:
+                await response.read()
+                return response.status
+        return get
+
+    async def sample(self) -> dict:
+        sample = {}
+        for number, worker in enumerate(self.workers):
+            async with self.session.get(f"{worker.url}/metrics") as response:
+                metrics = worker_metrics(await response.text())
+            pid = worker.process.pid
+            sample[f"worker-{number}"] = {"rss_mb": round(rss_mb(pid), 1), "open_fds": open_fds(pid),
+                                          **{k: round(v, 4) for k, v in metrics.items()}}
+        return sample
+
+    async def wait_persisted(self, timeout: float) -> dict:
+        expected = set(self.accepted) | set(self.produced)
+        deadline = time.monotonic() + timeout
+        while True:
+            with psycopg2.connect(self.url) as conn, conn.cursor() as cur:
+                cur.execute("SELECT id::text FROM timestamp_records")
+                rows = [r[0] for r in cur.fetchall()]
+            conn.close()
+            found = set(rows)
+            lost = len(expected - found)
+            if lost == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        gaps = sum(s["audit_gap_messages"] for s in (await self.sample()).values())
+        return {"accepted_posts": len(set(self.accepted)), "produced": len(set(self.produced)), "rows": len(rows),
+                "lost": lost, "unexpected": len(found - expected), "duplicated_rows": len(rows) - len(found),
+                "audit_gap_messages": gaps}
+
+
+async def soak(bootstrap: str, server_url: str, minutes: float, interval: float, workers: int, post_rate: float,
+               get_rate: float, produce_rate: float, workdir: Path) -> dict:
+    started = dt.datetime.now(dt.timezone.utc)
+    name = f"soak-{started:%Y%m%dT%H%M%S}"
+    intervals = []
+    async with Soak(bootstrap, server_url, workdir, workers, name) as run:
+        for i in range(SEED_POSTS):  # ids for the first interval's GETs
+            await run.post(i)
+        stop = asyncio.Event()
+        producer = asyncio.create_task(produce_at_rate(bootstrap, run.topic, produce_rate, stop, run.produced))
+        begin = time.monotonic()
+        try:
+            while time.monotonic() - begin < minutes * 60 - 1:
+                readable = list(run.accepted)  # accepted before this interval, so persisted by now or soon
+                post, get = await asyncio.gather(
+                    open_loop(run.post, post_rate, interval, REQUEST_TIMEOUT_SECONDS, ok_status=200),
+                    open_loop(run.getter(readable), get_rate, interval, REQUEST_TIMEOUT_SECONDS, ok_status=200))
+                intervals.append({
+                    "end_seconds": round(time.monotonic() - begin, 1),
+                    "post": {k: post[k] for k in ("requests", "ok", "p50_ms", "p99_ms", "max_ms", "error_count")},
+                    "get": {k: get[k] for k in ("requests", "ok", "p50_ms", "p99_ms", "max_ms", "error_count")},
+                    "produced_total": len(run.produced),
+                    "workers": await run.sample(),
+                })
+                print(json.dumps({"minute": round(intervals[-1]["end_seconds"] / 60, 1),
+                                  "post_p99_ms": post["p99_ms"], "get_p99_ms": get["p99_ms"],
+                                  "rss_mb": [w["rss_mb"] for w in intervals[-1]["workers"].values()]}), flush=True)
+        finally:
+            stop.set()
+            await producer
+        audit = await run.wait_persisted(timeout=300)
+    return {
+        "kind": "soak",
+        "started_at": started.isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count()},
+        "parameters": {"minutes": minutes, "interval_seconds": interval, "workers": workers,
+                       "post_per_second": post_rate, "get_per_second": get_rate,
+                       "produced_per_second": produce_rate},
+        "intervals": intervals,
+        "audit": audit,
+        "verdicts": verdicts(intervals, audit, interval),
+    }
+
+
+def plot(result: dict, path: Path) -> Path:
+    """RSS, loop lag and HTTP p99 of each interval, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [i["end_seconds"] / 60 for i in result["intervals"]]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    for name in result["intervals"][0]["workers"]:
+        axes[0].plot(minutes, [i["workers"][name]["rss_mb"] for i in result["intervals"]], "o-", label=name)
+        axes[1].plot(minutes, [i["workers"][name]["event_loop_lag_seconds"] * 1000 for i in result["intervals"]],
+                     "o-", label=name)
+    for method in ("post", "get"):
+        axes[2].plot(minutes, [i[method]["p99_ms"] for i in result["intervals"]], "o-", label=f"{method.upper()} p99")
+    for ax, label in zip(axes, ("RSS (MB)", "event-loop lag, max of 10 s (ms)", "latency (ms)")):
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    axes[2].set_xlabel("minutes")
+    p = result["parameters"]
+    fig.suptitle(f"Soak: {p['workers']} workers, {p['post_per_second']:g} POST/s, {p['get_per_second']:g} GET/s, "
+                 f"{p['produced_per_second']:g} produced/s ({result['started_at'][:10]})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between samples")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--post-rate", type=float, default=400.0)
+    p.add_argument("--get-rate", type=float, default=400.0)
+    p.add_argument("--produce-rate", type=float, default=1000.0, help="commands per second straight to Kafka")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--workdir", type=Path, default=Path("data/soak"), help="worker logs and state")
+    p.add_argument("--plot", action="store_true", help="a PNG next to the JSON (needs matplotlib)")
+    args = p.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(soak(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"], args.minutes,
+                              args.interval, args.workers, args.post_rate, args.get_rate, args.produce_rate,
+                              args.workdir))
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"soak-{result['started_at'][:19].replace('-', '').replace(':', '')}Z.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"result: {path}")
+    if args.plot:
+        print(f"plot: {plot(result, path.with_suffix('.png'))}")
+    print(json.dumps({"audit": result["audit"], "verdicts": result["verdicts"]}, indent=1))
+    return 0 if result["verdicts"]["nothing_lost"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
