@@ -206,3 +206,10 @@ def test_the_c_pass_decides_exactly_as_the_checked_path(text, limits):
     checked = _decision(lambda v: _decode_checked(v, "c", bounds) if len(v) <= bounds.max_bytes
                         else decode_command(v, "c", bounds), value)
     assert fast == checked
+
+
+def test_an_unknown_field_with_a_huge_integer_is_ignored_like_any_other():
+    """json.loads refused integers past 4,300 digits (Python's limit); the C pass reads valid JSON as JSON."""
+    value = ('{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z",'
+             ' "n": ' + "1" * 5000 + "}").encode()
+    assert str(decode_command(value).command_id) == "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10"
