@@ -141,7 +141,7 @@ class Database:
         records, skipped = plan.records, plan.skipped
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute(_PERSIST_BATCH, {
-                **RECORDS.arrays(records), **EVENTS.arrays(skipped, prefix="s_"),
+                **RECORDS.array_parameters(records), **EVENTS.array_parameters(skipped, prefix="s_"),
                 "persisted": Status.PERSISTED, "duplicate": Status.DUPLICATE,
             })
             return dict(await cur.fetchall())

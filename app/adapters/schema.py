@@ -16,6 +16,7 @@ from __future__ import annotations
 import operator
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
 from app.domain.records import ProcessedEvent, TimestampRecord
@@ -83,9 +84,34 @@ class Table:
         """The parameters of `unnest(prefix)`: per written column, its values over `rows`."""
         return {prefix + c.name: list(map(c.get, rows)) for c in self.written}
 
+    def array_parameters(self, rows: Sequence, prefix: str = "") -> dict[str, str | list]:
+        """`arrays`, each uuid, timestamp or integer column as one array literal (`{v1,v2,NULL}`).
+
+        psycopg2 adapts a list element by element (a UUID in Python, a datetime
+        as a `'...'::timestamptz` of its own): about 2 µs per value here. These
+        values' text forms hold no character an array literal must quote, so one
+        joined string is the same parameter at a fraction of the cost. Text
+        columns stay lists (psycopg2 quotes them).
+        """
+        return {prefix + c.name: _LITERALS.get(c.sql_type, list)(map(c.get, rows)) for c in self.written}
+
     def from_row(self, row: Sequence):
         """The dataclass of a row selected as `select_list`."""
         return self._builder(row)
+
+
+def _literal(text: Callable[[Any], str]) -> Callable[[Iterable], str]:
+    """A PostgreSQL array literal of values whose `text` needs no quoting (None is NULL)."""
+    def literal(values: Iterable) -> str:
+        return "{" + ",".join("NULL" if v is None else text(v) for v in values) + "}"
+    return literal
+
+
+# Text forms without braces, commas, quotes, backslashes or spaces: a UUID's,
+# an aware datetime's isoformat() (an offset, never a naive time), an int's.
+_LITERALS: dict[str, Callable[[Iterable], str]] = {
+    "uuid": _literal(str), "timestamptz": _literal(datetime.isoformat), "integer": _literal(str), "bigint": _literal(str),
+}
 
 
 def _builder(row_type: type, columns: Sequence[Column]) -> Callable[[Sequence], Any]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from app.domain.rfc3339 import format_rfc3339
+import msgspec
+
+from app.domain.rfc3339 import format_rfc3339, in_utc
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,36 @@ class TimestampRecord:
     def as_json(self, created_at: datetime | None = None) -> bytes:
         """`as_view` encoded (`created_at` given when the insert just returned it): the query table's value.
 
-        Written out rather than json.dumps(as_view()): the agent encodes every
-        record, and every field but the correlation id is known to need no escaping.
+        Encoded by msgspec in C: the same bytes as json.dumps(as_view(), separators=(",", ":"))
+        for every value this service stores (correlation ids and topic names are ASCII;
+        tests/unit/test_enrichment.py compares them).
         """
-        created_at = created_at or self.created_at or self.processed_at
-        received_at = f',"received_at":"{format_rfc3339(self.received_at)}"' if self.received_at else ""
-        correlation_id = f',"correlation_id":{json.dumps(self.correlation_id)}' if self.correlation_id is not None else ""
-        return (
-            f'{{"id":"{self.id}","command_id":"{self.id}","event_timestamp":"{format_rfc3339(self.event_timestamp)}",'
-            f'"created_at":"{format_rfc3339(created_at)}"{received_at},"processed_at":"{format_rfc3339(self.processed_at)}"'
-            f'{correlation_id},"source_topic":{json.dumps(self.source.topic)},'
-            f'"source_partition":"{self.source.partition}","source_offset":"{self.source.offset}"}}'
-        ).encode()
+        return _encode_view(_View(
+            id=self.id, command_id=self.id, event_timestamp=in_utc(self.event_timestamp),
+            created_at=in_utc(created_at or self.created_at or self.processed_at),
+            received_at=in_utc(self.received_at) if self.received_at else None,
+            processed_at=in_utc(self.processed_at), correlation_id=self.correlation_id,
+            source_topic=self.source.topic, source_partition=str(self.source.partition),
+            source_offset=str(self.source.offset),
+        ))
+
+
+class _View(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """TimestampRecord.as_view's fields in its order, for msgspec; absent ones (None) are left out."""
+
+    id: uuid.UUID
+    command_id: uuid.UUID
+    event_timestamp: datetime
+    created_at: datetime
+    received_at: datetime | None = None
+    processed_at: datetime
+    correlation_id: str | None = None
+    source_topic: str
+    source_partition: str
+    source_offset: str
+
+
+_encode_view = msgspec.json.Encoder().encode
 
 
 class Status(StrEnum):

@@ -24,8 +24,35 @@ class InvalidTimestamp(ValueError):
     """The text is not an RFC 3339 date-time this service can store."""
 
 
+# The shapes nearly every producer writes, every part in range but the day of
+# the month: `datetime.fromisoformat` (C) parses them; everything else, and what
+# it refuses, takes the full parse, which says why.
+_COMMON = re.compile(
+    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
+)
+_is_common = _COMMON.fullmatch
+_UTC = timezone.utc
+
+
 def parse_rfc3339(text: str) -> datetime:
     """Parse an RFC 3339 date-time into an aware datetime in UTC.
+
+    The common shapes are parsed in C; the result is the same as the full parse's
+    (`parse_rfc3339_fully`; tests/unit/test_timestamps.py compares them).
+    """
+    if type(text) is str and _is_common(text) and not text.startswith("0000"):
+        try:
+            moment = datetime.fromisoformat(text)
+            return moment if moment.tzinfo is _UTC else moment.astimezone(_UTC)
+        except (ValueError, OverflowError):
+            pass  # e.g. February 30th, or past year 9999 in UTC: the full parse says which
+    return parse_rfc3339_fully(text)
+
+
+def parse_rfc3339_fully(text: str) -> datetime:
+    """Parse an RFC 3339 date-time into an aware datetime in UTC, or say what is wrong with it.
 
     A fraction of up to MAX_FRACTION_DIGITS (nanoseconds, what most producers
     write) is accepted and truncated to microseconds (what PostgreSQL stores);
@@ -64,6 +91,16 @@ def parse_rfc3339(text: str) -> datetime:
         return (local - offset).replace(tzinfo=timezone.utc)
     except OverflowError:
         raise InvalidTimestamp("timestamp is out of range once converted to UTC") from None
+
+
+def in_utc(moment: datetime) -> datetime:
+    """The same moment in UTC (tzinfo timezone.utc); msgspec then encodes it as format_rfc3339 does."""
+    if moment.tzinfo is _UTC:
+        return moment
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError("naive datetime; an aware one is required")
+    return moment.astimezone(_UTC) if offset else moment.replace(tzinfo=_UTC)
 
 
 def format_rfc3339(moment: datetime) -> str:

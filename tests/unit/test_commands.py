@@ -161,3 +161,55 @@ def test_kafka_commands_with_a_fraction_of_10_digits_or_more_are_invalid(digits)
         decode_command(value.encode())
     assert str(raised.value) == (f"'event_timestamp': the fraction of a second has {digits} digits; "
                                  "at most 9 (nanoseconds) are accepted")
+
+
+def _decision(decode, value):
+    try:
+        return decode(value)
+    except InvalidCommand as exc:
+        return str(exc)
+
+
+COMMAND_VARIANTS = [
+    FLAT,
+    '{"command_id": "3F1C0E4E-0B5E-4C47-9A43-7C1F4F2B8F10", "event_timestamp": "2020-01-01T00:00:00Z"}',
+    '{"command_id": "3f1c0e4e0b5e4c479a437c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z"}',
+    '{"command_id": "{3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10}", "event_timestamp": "2020-01-01T00:00:00Z"}',
+    '{"command_id": "urn:uuid:3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z"}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f1", "event_timestamp": "2020-01-01T00:00:00Z"}',
+    '{"command_id": "a", "command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z"}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z", "received_at": null}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z", "received_at": 1}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-02-30T00:00:00Z"}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00.5+01:00",'
+    ' "received_at": "2020-01-01T00:00:01.123456789Z", "x": [1, {"y": null}], "n": NaN, "s": "\\ud800\\u0000"}',
+    ' \r\n\t{"event_timestamp": "2020-01-01T00:00:00Z", "command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10"} \n',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00\\u005a"}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": null}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z",}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z"} x',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z", "x": "\x01"}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z", "x": "é"}',
+    '{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z", "x": 1e999}',
+]
+
+
+@pytest.mark.parametrize("text", COMMAND_VARIANTS)
+@pytest.mark.parametrize("limits", [(1 << 20, 32), (1 << 20, 1), (120, 32)])
+def test_the_c_pass_decides_exactly_as_the_checked_path(text, limits):
+    """decode_command decodes in one msgspec pass first; what it returns must be what the checked path returns."""
+    from app.domain.commands import DecodeLimits, _decode_checked
+
+    bounds = DecodeLimits(max_bytes=limits[0], max_depth=limits[1])
+    value = text.encode()
+    fast = _decision(lambda v: decode_command(v, "c", bounds), value)
+    checked = _decision(lambda v: _decode_checked(v, "c", bounds) if len(v) <= bounds.max_bytes
+                        else decode_command(v, "c", bounds), value)
+    assert fast == checked
+
+
+def test_an_unknown_field_with_a_huge_integer_is_ignored_like_any_other():
+    """json.loads refused integers past 4,300 digits (Python's limit); the C pass reads valid JSON as JSON."""
+    value = ('{"command_id": "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10", "event_timestamp": "2020-01-01T00:00:00Z",'
+             ' "n": ' + "1" * 5000 + "}").encode()
+    assert str(decode_command(value).command_id) == "3f1c0e4e-0b5e-4c47-9a43-7c1f4f2b8f10"

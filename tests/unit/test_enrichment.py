@@ -1,7 +1,7 @@
 import json
 import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -115,3 +115,20 @@ def test_record_json_is_its_view_encoded(correlation_id, received):
     created = utc_now()
     assert json.loads(record.as_json()) == record.as_view()
     assert json.loads(record.as_json(created_at=created)) == replace(record, created_at=created).as_view()
+
+
+@pytest.mark.parametrize("correlation_id", [None, "ING:add1f52d-7c56-4c9f-b319-1a266c355f6b"])
+@pytest.mark.parametrize("received", [True, False])
+@pytest.mark.parametrize("created_at", [
+    None, datetime(2020, 1, 2, 3, 4, 5, tzinfo=timezone.utc),  # no fraction: no digits, as isoformat
+    datetime(2020, 1, 2, 3, 4, 5, 120, tzinfo=timezone(timedelta(0))),  # PostgreSQL's zero offset, not timezone.utc
+    datetime(2020, 1, 2, 5, 4, 5, 500000, tzinfo=timezone(timedelta(hours=2))),
+])
+def test_record_json_is_byte_for_byte_the_compact_json_of_its_view(correlation_id, received, created_at):
+    """The table's values and GET bodies keep the bytes they had before msgspec encoded them."""
+    record = TimestampRecord(
+        id=uuid.uuid4(), event_timestamp=parse_rfc3339("2009-09-28T19:03:12.5+02:00"),
+        received_at=utc_now() if received else None, processed_at=utc_now(), correlation_id=correlation_id,
+        source=SourcePosition("timestamp.command.v1", 3, 12345), created_at=created_at,
+    )
+    assert record.as_json() == json.dumps(record.as_view(), separators=(",", ":")).encode()

@@ -91,3 +91,45 @@ def test_format_is_utc_with_z(moment, text):
 def test_format_rejects_naive_datetimes():
     with pytest.raises(ValueError):
         format_rfc3339(datetime(2009, 9, 28))
+
+
+def _outcome(parse, text):
+    try:
+        moment = parse(text)
+    except InvalidTimestamp as exc:
+        return "invalid", str(exc)
+    return moment, repr(moment.tzinfo)
+
+
+def _random_timestamp(rng) -> str:
+    """Mostly well-formed date-times, with every part sometimes out of range or of the wrong shape."""
+    def number(width, high):
+        return str(rng.randint(0, high)).zfill(width)
+
+    text = (f"{number(4, 9999)}-{number(2, 13)}-{number(2, 32)}{rng.choice('TTTt ')}"
+            f"{number(2, 25)}:{number(2, 61)}:{rng.choice([number(2, 59), number(2, 59), '60', '61'])}")
+    if rng.random() < 0.7:
+        text += "." + "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 3, 6, 7, 9, 10])))
+    offset = rng.choice(["Z", "z", "", "+", "-"])
+    if offset in "+-":
+        offset += f"{number(2, 24)}:{number(2, 60)}"
+    return text + offset
+
+
+def test_the_fast_parse_decides_exactly_as_the_full_parse():
+    """parse_rfc3339 parses common shapes in C; value, time zone and error must be the full parse's."""
+    import random
+
+    from app.domain.rfc3339 import parse_rfc3339_fully
+
+    rng = random.Random(21)
+    texts = [_random_timestamp(rng) for _ in range(50_000)] + [
+        "9999-12-31T23:59:59-00:01", "0001-01-01T00:00:00+00:01", "0000-01-01T00:00:00Z", "2023-02-29T00:00:00Z",
+        "2024-02-30T00:00:00Z", "2020-04-31T00:00:00Z", "2020-01-01T00:00:00.1234567890Z", "２０２０-01-01T00:00:00Z",
+    ]
+    outcomes = {"valid": 0, "invalid": 0}
+    for text in texts:
+        fast, full = _outcome(parse_rfc3339, text), _outcome(parse_rfc3339_fully, text)
+        assert fast == full, text
+        outcomes["invalid" if full[0] == "invalid" else "valid"] += 1
+    assert min(outcomes.values()) > 5_000  # both kinds are well represented
