@@ -216,9 +216,16 @@ def plot(result: dict, path: Path) -> Path:
     axes[0].legend()
     fig.suptitle(f"One worker, open loop, {result['parameters']['http_duration_seconds']:g} s per rate "
                  f"({result['started_at'][:10]}, {result['host']['cpus']} CPUs)")
+    return save_figure(fig, path, dpi=110)
+
+
+def save_figure(fig, path: Path, dpi: int) -> Path:
+    """Lay out, write and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

@@ -39,6 +39,7 @@ from app.adapters.topics import ensure_topic
 from bench.ceilings import delete_topics_containing, drop_database, fresh_database
 from bench.http_load import POST_TIMESTAMP, open_loop, produce_at_rate
 from bench.live_worker import worker_env
+from bench import report
 from bench.report import RESULTS_DIR
 from tests.worker_process import Worker
 
@@ -84,7 +85,7 @@ def growth_per_30_min(samples: list[tuple[float, float]]) -> float | None:
     return round(30 * sum((m - mean_m) * (v - mean_v) for m, v in points) / spread, 2) if spread else None
 
 
-def verdicts(intervals: list[dict], audit: dict, interval_seconds: float) -> dict:
+def verdicts(intervals: list[dict], audit: dict) -> dict:
     """Issue 21's soak targets, each None when the run was too short to judge."""
     minutes = [i["end_seconds"] / 60 for i in intervals]
     rss = {}
@@ -232,7 +233,7 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
                        "produced_per_second": produce_rate},
         "intervals": intervals,
         "audit": audit,
-        "verdicts": verdicts(intervals, audit, interval),
+        "verdicts": verdicts(intervals, audit),
     }
 
 
@@ -259,11 +260,7 @@ def plot(result: dict, path: Path) -> Path:
     p = result["parameters"]
     fig.suptitle(f"Soak: {p['workers']} workers, {p['post_per_second']:g} POST/s, {p['get_per_second']:g} GET/s, "
                  f"{p['produced_per_second']:g} produced/s ({result['started_at'][:10]})")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return report.save_figure(fig, path, dpi=90)
 
 
 def main(argv: list[str] | None = None) -> int:
