@@ -10,6 +10,7 @@ event, `key`, `value` and `message.{topic, partition, offset, tp}` (faust 0.15's
 
 from __future__ import annotations
 
+import errno
 from typing import Iterable, NamedTuple, Sequence
 
 from faust.types import TP
@@ -42,9 +43,52 @@ def changelog_events(topic: str, partition: int, first_offset: int,
             for offset, (key, value) in enumerate(items, first_offset)]
 
 
+class TableStoreUnwritable(OSError):
+    """The table's local store refused a write: its disk is full, or another I/O error. No message's fault.
+
+    An OSError (errno ENOSPC when the disk is full), so that the write policy
+    retries it as the outage it is (app.sink.batch_writer) instead of isolating
+    a message. Nothing of the write is lost: the changelog has the records, and
+    a retry (or a restart's recovery) puts them in the store again.
+    """
+
+    @property
+    def disk_full(self) -> bool:
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+ROCKSDB_IO_ERROR = "IO error:"  # RocksDB Status::IOError's text; rocksdict raises it as a bare Exception
+NO_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+def store_write_error(exc: BaseException) -> TableStoreUnwritable | None:
+    """`exc` as a TableStoreUnwritable when it is the store's I/O failure (not a bug or a bad value)."""
+    if isinstance(exc, TableStoreUnwritable):
+        return exc
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError):
+        code = exc.errno
+    elif text.startswith(ROCKSDB_IO_ERROR):
+        code = errno.ENOSPC if any(n in text for n in NO_SPACE) else errno.EIO
+    else:
+        return None
+    return TableStoreUnwritable(code, text[:300] or type(exc).__name__)
+
+
 def apply_to_store(table, events: Sequence[ChangelogEvent]) -> None:
-    """Put the events in the table's local store, as recovery does (a None value deletes the key)."""
-    table.apply_changelog_batch(events)
+    """Put the events in the table's local store, as recovery does (a None value deletes the key).
+
+    Raises TableStoreUnwritable when the store cannot write (a full disk). The
+    events' partitions may then be written in part; writing them again is
+    idempotent, and the persisted offsets are only written after all of them.
+    """
+    try:
+        table.apply_changelog_batch(events)
+    except Exception as exc:
+        unwritable = store_write_error(exc)
+        if unwritable is None:
+            raise
+        raise unwritable from exc
 
 
 def estimated_key_count(table, partitions: Iterable[int]) -> int:
