@@ -83,12 +83,46 @@ def apply_to_store(table, events: Sequence[ChangelogEvent]) -> None:
     idempotent, and the persisted offsets are only written after all of them.
     """
     try:
-        table.apply_changelog_batch(events)
+        table.apply_changelog_batch(offsets_kept_below_holes(table, events))
     except Exception as exc:
         unwritable = store_write_error(exc)
         if unwritable is None:
             raise
         raise unwritable from exc
+
+
+def offsets_kept_below_holes(table, events: Sequence[ChangelogEvent]) -> Sequence[ChangelogEvent]:
+    """The events, those of a partition whose changelog has records the store never got given its
+    persisted offset instead, so that the store's persisted offset does not pass those records.
+
+    A store keeps the changelog offset it last applied (RocksDB's `persisted_offset`,
+    where recovery resumes). Normally this worker is the partition's only writer, so
+    its next batch starts right after that offset. One that starts further on
+    follows records another worker wrote: a worker frozen past its session timeout
+    (a zombie) wakes up and writes its held batch after the rows the partition's new
+    owner wrote meanwhile. Were the offset moved past them, a recovery of the
+    partition here would start after them and the table would lack those rows.
+    The records are applied; only the offset stays, until the partition's next
+    recovery reads from it. The memory store keeps no offset (its recovery reads all).
+    """
+    store = table.data
+    if getattr(store, "_dbs", None) is None:  # not faust.stores.rocksdb.Store: no persisted offsets
+        return events
+    first: dict[TP, int] = {}
+    for event in events:
+        tp, offset = event.message.tp, event.message.offset
+        if offset < first.get(tp, offset + 1):
+            first[tp] = offset
+    kept: dict[TP, int] = {}
+    for tp, offset in first.items():
+        persisted = store.persisted_offset(tp)
+        previous = -1 if persisted is None else persisted  # -1: Faust's recovery then reads from the start
+        if offset > previous + 1:
+            kept[tp] = previous
+    if not kept:
+        return events
+    return [event._replace(message=event.message._replace(offset=kept[event.message.tp]))
+            if event.message.tp in kept else event for event in events]
 
 
 def estimated_key_count(table, partitions: Iterable[int]) -> int:
