@@ -121,8 +121,12 @@ def offsets_kept_below_holes(table, events: Sequence[ChangelogEvent]) -> Sequenc
             kept[tp] = previous
     if not kept:
         return events
-    return [event._replace(message=event.message._replace(offset=kept[event.message.tp]))
-            if event.message.tp in kept else event for event in events]
+    return [_at_offset(event, kept[event.message.tp]) if event.message.tp in kept else event for event in events]
+
+
+def _at_offset(event: ChangelogEvent, offset: int) -> ChangelogEvent:
+    m = event.message
+    return ChangelogEvent(event.key, event.value, ChangelogMessage(m.topic, m.partition, offset, m.key, m.value, m.tp))
 
 
 def estimated_key_count(table, partitions: Iterable[int]) -> int:
