@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Sequence
 
 from aiokafka import AIOKafkaProducer
 from murmurhash2 import murmurhash2
 
 from app.adapters.kafka_client import Kafka, client_options
-from app.faust_compat.table_store import ChangelogEvent, apply_to_store, changelog_events
+from app.faust_compat.table_store import ChangelogEvent, TableStoreUnwritable, apply_to_store, changelog_events
+from app.observability import metrics
+
+log = logging.getLogger(__name__)
 
 
 KAFKA_MURMUR2_SEED = 0x9747B28C  # Kafka's DefaultPartitioner (Java's Utils.murmur2, aiokafka's murmur2)
@@ -22,6 +27,32 @@ def key_partition(key: bytes, partitions: int) -> int:
     cost about 8 µs a key. tests/unit/test_key_partition.py checks that both agree.
     """
     return (murmurhash2(key, KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % partitions
+
+
+class TableStoreHealth:
+    """Whether the table's local store takes writes: the last write's outcome (readiness, /metrics)."""
+
+    def __init__(self) -> None:
+        self.error: TableStoreUnwritable | None = None
+        self.since = 0.0
+
+    def failed(self, error: TableStoreUnwritable) -> None:
+        metrics.table_store_write_failures.inc()
+        if self.error is None:
+            self.since = time.monotonic()
+            log.error("The table's local store refuses writes (%s); holding the batch, taking no more work "
+                      "until a write succeeds (docs/operations.md#tablestoreunwritable)", error.strerror)
+        self.error = error
+        metrics.table_store_unwritable.set(1)
+
+    def succeeded(self) -> None:
+        if self.error is not None:
+            log.warning("The table's local store takes writes again after %.0f s", time.monotonic() - self.since)
+        self.error = None
+        metrics.table_store_unwritable.set(0)
+
+
+table_store_health = TableStoreHealth()
 
 
 class ChangelogBatchWriter:
@@ -52,7 +83,13 @@ class ChangelogBatchWriter:
             by_partition.setdefault(key_partition(key, self.partitions), []).append((key, value))
         sent = await asyncio.gather(*(self._send(partition, batch) for partition, batch in by_partition.items()))
         owned = self._owned()
-        apply_to_store(self.table, [event for events in sent for event in events if event.message.partition in owned])
+        try:
+            apply_to_store(self.table,
+                           [event for events in sent for event in events if event.message.partition in owned])
+        except TableStoreUnwritable as exc:
+            table_store_health.failed(exc)  # the caller retries the batch (app.sink.batch_writer)
+            raise
+        table_store_health.succeeded()
 
     async def _send(self, partition: int, items: list[tuple[bytes, bytes]]) -> list[ChangelogEvent]:
         events: list[ChangelogEvent] = []

@@ -11,6 +11,8 @@ FAULT_STAGE:
   enrich    a bug in enrichment: `enrich` raises RuntimeError for the marked ids
   database  PostgreSQL refuses the data: `persist_batch` raises DataError when a marked id is in the batch
   table     the table update raises RuntimeError when a marked id is in it
+  hold      the table update waits FAULT_HOLD_SECONDS when a marked id is in it (PostgreSQL written, the
+            batch held: long enough for a test to freeze the worker holding it)
   outage    PostgreSQL is unreachable: every `persist_batch` raises OperationalError (transient)
   escape    a bug outside isolation: `BatchWriter.write` raises before writing a batch with a marked id
   unreadable  no reader can read a record whose header name is not UTF-8 (the tolerant reader refuses it too)
@@ -68,13 +70,18 @@ def faulty_parts() -> dict:
                 return await super().persist_batch(plan)
 
         return {"database": FaultyDatabase}
-    if STAGE == "table":
+    if STAGE in ("table", "hold"):
+        import asyncio
+
         from tables.timestamps_by_id import TimestampTableWriter
 
         class FaultyTableWriter(TimestampTableWriter):
             async def update(self, records, inserted):
                 if should_raise([r.id for r in records]):
-                    raise RuntimeError("injected fault in the table update")
+                    if STAGE == "hold":
+                        await asyncio.sleep(float(os.environ.get("FAULT_HOLD_SECONDS", "3")))
+                    else:
+                        raise RuntimeError("injected fault in the table update")
                 return await super().update(records, inserted)
 
         return {"table_writer": FaultyTableWriter}

@@ -26,6 +26,7 @@ class Worker:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    data_dir: Path | None = None  # WORKER_DATA_DIR; by default data-<port> next to the log
 
     @property
     def url(self) -> str:
@@ -39,7 +40,7 @@ class Worker:
         self.log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command(), cwd=REPO,
-            env={**self.env, "WORKER_DATA_DIR": str(self.log_path.parent / f"data-{self.port}")},
+            env={**self.env, "WORKER_DATA_DIR": str(self.data_dir or self.log_path.parent / f"data-{self.port}")},
             stdout=self.log_file, stderr=subprocess.STDOUT,
         )
         return self

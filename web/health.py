@@ -10,6 +10,7 @@ from app.faust_compat import fixes as faust_fixes
 from app.faust_compat.kafka_record_reader import blocked_partitions
 from app.faust_app import app
 from app.sink.circuit_breaker import State
+from tables.changelog_batch_writer import table_store_health
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -59,6 +60,13 @@ async def _circuit_breaker() -> None:
         raise RuntimeError(f"PostgreSQL circuit breaker open; trial in {breaker.seconds_until_trial():.0f} s")
 
 
+async def _table_store() -> None:
+    error = table_store_health.error
+    if error is not None:
+        what = "disk full" if error.disk_full else "I/O error"
+        raise RuntimeError(f"table store under {app.conf.datadir} refuses writes ({what}): {error.strerror}")
+
+
 async def _consumer() -> None:
     assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
     blocked = blocked_partitions.current(assigned)
@@ -68,13 +76,14 @@ async def _consumer() -> None:
 
 @app.page("/health/ready")
 class Readiness(View):
-    """Kafka and PostgreSQL reachable, no partition the consumer cannot read, table recovered,
-    breaker not open: send traffic here."""
+    """Kafka and PostgreSQL reachable, no partition the consumer cannot read, table recovered and its
+    store writable (disk not full), breaker not open: send traffic here."""
 
     async def get(self, request: Request) -> Response:
-        names = ("kafka", "consumer", "postgres", "table_recovery", "circuit_breaker")
+        names = ("kafka", "consumer", "postgres", "table_recovery", "table_store", "circuit_breaker")
         results = await asyncio.gather(
-            _check(_kafka), _check(_consumer), _check(_postgres), _check(_table_recovery), _check(_circuit_breaker))
+            _check(_kafka), _check(_consumer), _check(_postgres), _check(_table_recovery), _check(_table_store),
+            _check(_circuit_breaker))
         checks = dict(zip(names, results))
         ready = all(c["status"] == "UP" for c in checks.values())
         return self.json({"status": "UP" if ready else "DOWN", "checks": checks}, status=200 if ready else 503)

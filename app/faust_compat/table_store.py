@@ -10,6 +10,7 @@ event, `key`, `value` and `message.{topic, partition, offset, tp}` (faust 0.15's
 
 from __future__ import annotations
 
+import errno
 from typing import Iterable, NamedTuple, Sequence
 
 from faust.types import TP
@@ -42,9 +43,90 @@ def changelog_events(topic: str, partition: int, first_offset: int,
             for offset, (key, value) in enumerate(items, first_offset)]
 
 
+class TableStoreUnwritable(OSError):
+    """The table's local store refused a write: its disk is full, or another I/O error. No message's fault.
+
+    An OSError (errno ENOSPC when the disk is full), so that the write policy
+    retries it as the outage it is (app.sink.batch_writer) instead of isolating
+    a message. Nothing of the write is lost: the changelog has the records, and
+    a retry (or a restart's recovery) puts them in the store again.
+    """
+
+    @property
+    def disk_full(self) -> bool:
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+ROCKSDB_IO_ERROR = "IO error:"  # RocksDB Status::IOError's text; rocksdict raises it as a bare Exception
+NO_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+def store_write_error(exc: BaseException) -> TableStoreUnwritable | None:
+    """`exc` as a TableStoreUnwritable when it is the store's I/O failure (not a bug or a bad value)."""
+    if isinstance(exc, TableStoreUnwritable):
+        return exc
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError):
+        code = exc.errno
+    elif text.startswith(ROCKSDB_IO_ERROR):
+        code = errno.ENOSPC if any(n in text for n in NO_SPACE) else errno.EIO
+    else:
+        return None
+    return TableStoreUnwritable(code, text[:300] or type(exc).__name__)
+
+
 def apply_to_store(table, events: Sequence[ChangelogEvent]) -> None:
-    """Put the events in the table's local store, as recovery does (a None value deletes the key)."""
-    table.apply_changelog_batch(events)
+    """Put the events in the table's local store, as recovery does (a None value deletes the key).
+
+    Raises TableStoreUnwritable when the store cannot write (a full disk). The
+    events' partitions may then be written in part; writing them again is
+    idempotent, and the persisted offsets are only written after all of them.
+    """
+    try:
+        table.apply_changelog_batch(offsets_kept_below_holes(table, events))
+    except Exception as exc:
+        unwritable = store_write_error(exc)
+        if unwritable is None:
+            raise
+        raise unwritable from exc
+
+
+def offsets_kept_below_holes(table, events: Sequence[ChangelogEvent]) -> Sequence[ChangelogEvent]:
+    """The events, those of a partition whose changelog has records the store never got given its
+    persisted offset instead, so that the store's persisted offset does not pass those records.
+
+    A store keeps the changelog offset it last applied (RocksDB's `persisted_offset`,
+    where recovery resumes). Normally this worker is the partition's only writer, so
+    its next batch starts right after that offset. One that starts further on
+    follows records another worker wrote: a worker frozen past its session timeout
+    (a zombie) wakes up and writes its held batch after the rows the partition's new
+    owner wrote meanwhile. Were the offset moved past them, a recovery of the
+    partition here would start after them and the table would lack those rows.
+    The records are applied; only the offset stays, until the partition's next
+    recovery reads from it. The memory store keeps no offset (its recovery reads all).
+    """
+    store = table.data
+    if getattr(store, "_dbs", None) is None:  # not faust.stores.rocksdb.Store: no persisted offsets
+        return events
+    first: dict[TP, int] = {}
+    for event in events:
+        tp, offset = event.message.tp, event.message.offset
+        if offset < first.get(tp, offset + 1):
+            first[tp] = offset
+    kept: dict[TP, int] = {}
+    for tp, offset in first.items():
+        persisted = store.persisted_offset(tp)
+        previous = -1 if persisted is None else persisted  # -1: Faust's recovery then reads from the start
+        if offset > previous + 1:
+            kept[tp] = previous
+    if not kept:
+        return events
+    return [_at_offset(event, kept[event.message.tp]) if event.message.tp in kept else event for event in events]
+
+
+def _at_offset(event: ChangelogEvent, offset: int) -> ChangelogEvent:
+    m = event.message
+    return ChangelogEvent(event.key, event.value, ChangelogMessage(m.topic, m.partition, offset, m.key, m.value, m.tp))
 
 
 def estimated_key_count(table, partitions: Iterable[int]) -> int:

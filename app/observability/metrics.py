@@ -98,6 +98,14 @@ def record_breaker_transition(old, new) -> None:
     circuit_breaker_transitions.labels(old.name.lower(), new.name.lower()).inc()
 
 
+table_store_unwritable = Gauge(
+    f"{PREFIX}_table_store_unwritable",
+    "1 while the query table's local store refuses writes (its disk is full, or another I/O error): the "
+    "worker holds its batch, takes no more work and reports not ready until a write succeeds.",
+)
+table_store_write_failures = Counter(
+    f"{PREFIX}_table_store_write_failures_total", "Writes the table's local store refused (each retry counts).",
+)
 audit_gap_messages = Gauge(
     f"{PREFIX}_audit_gap_messages",
     "Messages below the group's committed offset without a processed_events row (confirmed in Kafka), "

@@ -84,6 +84,11 @@ def is_kafka_outage(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and exc.retriable
 
 
+def is_local_io(exc: BaseException) -> bool:
+    """A local I/O failure (an OSError: the table store's disk is full, say): no message's fault, retry."""
+    return isinstance(exc, OSError)
+
+
 class BatchWriter:
     """Writes batches of command messages; see the module docstring for the policy."""
 
@@ -246,9 +251,11 @@ class BatchWriter:
 
         Also while PostgreSQL is: the table update reads the records it lacks
         from it, and an outage there is no message's fault (not to be isolated).
+        And while the table's local store cannot write (a full disk: an OSError,
+        `TableStoreUnwritable`): the batch is held, unacknowledged, until it can.
         """
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(lambda exc: is_kafka_outage(exc) or is_transient(exc)),
+            retry=retry_if_exception(lambda exc: is_kafka_outage(exc) or is_transient(exc) or is_local_io(exc)),
             wait=wait_exponential(multiplier=0.2, max=self.retry_max_seconds),
             before_sleep=lambda state: _log_kafka_retry(state, what),
         ):
@@ -293,5 +300,6 @@ def _log_kafka_retry(state, what: str) -> None:
                   "Retrying (attempt %d); nothing is acknowledged past this batch",
                   what, type(error).__name__, error, state.attempt_number)
         return
-    log.warning("Writing to Kafka (or reading PostgreSQL for the table) failed (attempt %d), retrying: %r",
+    log.warning("Writing to Kafka or the table's store (or reading PostgreSQL for the table) failed (attempt %d), "
+                "retrying: %r",
                 state.attempt_number, state.outcome.exception())

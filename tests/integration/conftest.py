@@ -131,10 +131,13 @@ def workers(namespace: Namespace, tmp_path: Path):
     """
     started: list[Worker] = []
 
-    def start(port: int | None = None, **overrides: str) -> Worker:
-        """A worker; `port` reuses one (a restart of that worker: the same address and data dir)."""
+    def start(port: int | None = None, data_dir: Path | None = None, **overrides: str) -> Worker:
+        """A worker; `port` reuses one (a restart of that worker: the same address and data dir);
+        `data_dir` puts its WORKER_DATA_DIR there."""
         kind = FaultyWorker if "FAULT_STAGE" in overrides else Worker
         extra = {"port": port} if port is not None else {}
+        if data_dir is not None:
+            extra["data_dir"] = data_dir
         worker = kind(namespace.env(**overrides), tmp_path / f"worker-{len(started)}.log", **extra).start()
         started.append(worker)
         return worker

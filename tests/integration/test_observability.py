@@ -124,7 +124,8 @@ async def test_readiness_reports_each_dependency(workers, http, namespace):
         body = await response.json()
     assert body["status"] == "UP"
     assert {name: check["status"] for name, check in body["checks"].items()} == {
-        "kafka": "UP", "consumer": "UP", "postgres": "UP", "table_recovery": "UP", "circuit_breaker": "UP"}
+        "kafka": "UP", "consumer": "UP", "postgres": "UP", "table_recovery": "UP", "table_store": "UP",
+        "circuit_breaker": "UP"}
 
 
 async def test_readiness_fails_without_postgres_while_liveness_holds(workers, http, namespace):

@@ -108,7 +108,7 @@ EXPECTED_ALERTS = {
     "HighHttpErrorRate", "PublishFailures", "EndToEndLatencyP95High", "EndToEndLatencyP99High",
     "HighDatabaseWriteLatency", "ConsumerLagHigh", "ConsumerLagGrowing", "HighInvalidEventRate",
     "DatabaseWriteFailures", "CircuitBreakerOpen", "DeadLettersArriving", "WorkerDown", "NoWorkers",
-    "TimestampAuditGap", "TimestampAuditNotRunning", "PartitionStalled",
+    "TimestampAuditGap", "TimestampAuditNotRunning", "PartitionStalled", "TableStoreUnwritable",
 }
 
 
@@ -190,6 +190,7 @@ DOCUMENTED_METRICS = {
     "timestamp_db_write_failures_total", "timestamp_end_to_end_latency_seconds",
     "timestamp_consumer_lag_messages", "timestamp_table_keys", "timestamp_circuit_breaker_state",
     "timestamp_dead_letters_total", "timestamp_audit_gap_messages", "timestamp_audit_last_success_timestamp_seconds", "timestamp_partition_stalled",
+    "timestamp_table_store_unwritable",
 }
 
 
@@ -197,7 +198,7 @@ def test_rule_reader_finds_one_expression_per_rule():
     text = RULES.read_text()
     count = len(re.findall(r"^\s*- (record|alert):", text, re.M))
     exprs = rule_expressions()
-    assert len(exprs) == count == 32
+    assert len(exprs) == count == 33
     assert all(e and not e.startswith(("|", ">", '"', "'")) for e in exprs)
     assert 'absent(up{job="timestamp-pipeline"} == 1)' in exprs
 
