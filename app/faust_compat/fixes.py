@@ -164,6 +164,11 @@ def committed_offsets(consumer: Consumer) -> dict:
     return dict(consumer._committed_offset)
 
 
+def rocksdb_databases(store) -> dict:
+    """A RocksDB table store's open databases by partition (active and standby): `Store._dbs`."""
+    return store._dbs
+
+
 def kafka_producer(app: faust.App):
     """The aiokafka producer under Faust's producer, started with the app (for metadata requests)."""
     return app.producer._ensure_producer()

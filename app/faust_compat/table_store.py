@@ -13,7 +13,10 @@ from __future__ import annotations
 import errno
 from typing import Iterable, NamedTuple, Sequence
 
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
+
+from app.faust_compat import fixes
 
 
 class ChangelogMessage(NamedTuple):
@@ -106,7 +109,7 @@ def offsets_kept_below_holes(table, events: Sequence[ChangelogEvent]) -> Sequenc
     recovery reads from it. The memory store keeps no offset (its recovery reads all).
     """
     store = table.data
-    if getattr(store, "_dbs", None) is None:  # not faust.stores.rocksdb.Store: no persisted offsets
+    if not isinstance(store, RocksDBStore):  # no persisted offsets
         return events
     first: dict[TP, int] = {}
     for event in events:
@@ -140,9 +143,9 @@ def estimated_key_count(table, partitions: Iterable[int]) -> int:
     The memory store's count is exact and cheap.
     """
     store = table.data
-    databases = getattr(store, "_dbs", None)  # faust.stores.rocksdb.Store: partition -> open database
-    if databases is None:
+    if not isinstance(store, RocksDBStore):
         return len(table)
+    databases = fixes.rocksdb_databases(store)
     wanted = set(partitions)
     total = 0
     for partition, database in list(databases.items()):

@@ -37,6 +37,14 @@ def test_the_private_state_the_adapter_reads_exists_in_the_installed_faust():
     assert callable(app.producer._ensure_producer)  # what kafka_producer() calls
 
 
+def test_a_rocksdb_stores_databases_by_partition_exist_in_the_installed_faust(tmp_path):
+    app = faust.App("private-api-rocksdb", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
+    table = app.Table("t", key_type=bytes, value_type=bytes, partitions=2)
+    assert faust_fixes.rocksdb_databases(table.data) == {}  # none opened yet
+    table.data._db_for_partition(1)
+    assert list(faust_fixes.rocksdb_databases(table.data)) == [1]
+
+
 def test_the_fixes_refuse_a_faust_they_were_not_written_for():
     faust_fixes.check_faust_version(faust.__version__)  # the pinned one
     with pytest.raises(RuntimeError, match="faust-streaming 0.16.0 is installed"):
