@@ -7,9 +7,20 @@ Everything runs on this machine: a broker and a PostgreSQL server of its own
 (started from the stack's jars and binaries in a temporary directory), and
 workers as subprocesses on loopback. Half the events are POSTed over HTTP (with
 an Idempotency-Key, retried until acknowledged), half are produced straight to
-the topic, 1% of those invalid. Faults, in order, while the load runs: scale
+the topic, 1% of those invalid; GETs, a trickle of POSTs and of produced
+commands (one per partition every 0.5 s) go on until the last fault is healed.
+Every worker reaches Kafka and PostgreSQL only through its own Toxiproxy proxies
+(chaos/toxiproxy.py; the broker advertises one listener per worker slot at that
+slot's proxy port, docs/operations.md "Partial failures"). Faults, in order: scale
 1 -> 3 workers, SIGKILL of a worker mid-batch (then restarted), a burst of
-poison messages, PostgreSQL restart, broker restart, scale 3 -> 1.
+poison messages, PostgreSQL latency, PostgreSQL black hole, reset_peer on one
+worker's PostgreSQL connections, Kafka latency + bandwidth on one worker, one
+worker partitioned from Kafka, SIGSTOP of a worker past the session timeout, a
+rolling restart, PostgreSQL restart, broker restart, scale 3 -> 1; with 50,000
+events or more the proxy faults (latency .. rolling restart) run twice. Per
+fault: seconds until readiness DOWN or an alert's metric moves, seconds from
+healing until one new command per partition is stored and every worker is
+ready, POST attempts refused meanwhile.
 
 The poison burst goes straight to every partition of the topic: hostile values
 (tombstones, non-UTF-8, JSON that is not an object, 5000-deep nesting, non-UUID
@@ -211,6 +222,7 @@ class Chaos:
         self.sent = 0
         self.refused = 0  # POST attempts not acknowledged (answered non-200 or not at all)
         self.load_done = False
+        self.faults_done = False
 
     # -- infrastructure -------------------------------------------------------
     def start_kafka(self):
@@ -323,7 +335,7 @@ class Chaos:
     async def get_load(self) -> None:
         """GETs of acknowledged ids while the load runs (their answers are not audited: the audit reads later)."""
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            while not self.load_done and time.monotonic() < self.deadline:
+            while not (self.load_done and self.faults_done) and time.monotonic() < self.deadline:
                 workers = self.live_workers()
                 if not workers or not self.acknowledged:
                     await asyncio.sleep(0.2)
@@ -493,7 +505,12 @@ class Chaos:
     async def alert_metrics(self, session: aiohttp.ClientSession, worker: Worker) -> dict[str, float]:
         """The metrics the alerts of deploy/prometheus/rules.yml read, from one worker's /metrics."""
         wanted = ("timestamp_circuit_breaker_state", "timestamp_db_write_failures_total",
-                  "timestamp_command_publish_failures_total")
+                  "timestamp_command_publish_failures_total", "timestamp_db_write_duration_seconds_count",
+                  "timestamp_end_to_end_latency_seconds_count")
+        # Histogram buckets at the thresholds of HighDatabaseWriteLatency (p95 > 0.5 s) and
+        # EndToEndLatencyP95High (p95 > 1 s).
+        buckets = {'timestamp_db_write_duration_seconds_bucket{le="0.5"}': "db_le",
+                   'timestamp_end_to_end_latency_seconds_bucket{le="1.0"}': "e2e_le"}
         values: dict[str, float] = {}
         try:
             async with session.get(f"{worker.url}/metrics") as response:
@@ -501,10 +518,19 @@ class Chaos:
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return values
         for line in text.splitlines():
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name in wanted:
-                values[name] = values.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            series, _, number = line.rpartition(" ")
+            name = series.split("{", 1)[0]
+            key = name if name in wanted else buckets.get(series)
+            if key:
+                values[key] = values.get(key, 0.0) + float(number)
         return values
+
+    @staticmethod
+    def p95_above(before: dict[str, float], now: dict[str, float], count: str, bucket: str) -> bool:
+        """More than 5% of the observations since `before` above the bucket's bound (at least 5 of them)."""
+        new = now.get(count, 0) - before.get(count, 0)
+        below = now.get(bucket, 0) - before.get(bucket, 0)
+        return new >= 5 and (new - below) / new > 0.05
 
     async def watch(self, targets: list[Worker], baseline: dict[int, dict[str, float]], started: float,
                     found: dict) -> None:
@@ -524,7 +550,57 @@ class Chaos:
                         if metrics.get(name, 0) > before.get(name, 0):
                             found.update(seconds=time.monotonic() - started, signal=f"{name} rising")
                             return
+                    if self.p95_above(before, metrics, "timestamp_db_write_duration_seconds_count", "db_le"):
+                        found.update(seconds=time.monotonic() - started, signal="db write p95 > 0.5 s (metric)")
+                        return
+                    if self.p95_above(before, metrics, "timestamp_end_to_end_latency_seconds_count", "e2e_le"):
+                        found.update(seconds=time.monotonic() - started, signal="end-to-end p95 > 1 s (metric)")
+                        return
                 await asyncio.sleep(0.25)
+
+    async def trickle(self) -> None:
+        """One command per partition every half second while the faults run, so that every fault
+        meets traffic even when the load is already through (the small run)."""
+        producer = AIOKafkaProducer(**client_options(self.broker.bootstrap), acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            while not self.faults_done and time.monotonic() < self.deadline:
+                for partition in range(PARTITIONS):
+                    command_id = id_for_partition(partition)
+                    value = json.dumps({"command_id": command_id, "event_timestamp": VALID_TIMESTAMP}).encode()
+                    while True:
+                        try:
+                            await producer.send_and_wait(TOPIC, value, key=command_id.encode())
+                            break
+                        except Exception:  # the broker restarts: send the same again
+                            if time.monotonic() > self.deadline:
+                                raise
+                            await asyncio.sleep(0.5)
+                    self.acknowledged[command_id] = VALID_TIMESTAMP
+                await asyncio.sleep(0.5)
+        finally:
+            await producer.stop()
+
+    async def post_trickle(self) -> None:
+        """POSTs (ten a second, each retried with its Idempotency-Key until acknowledged) while the faults run."""
+        n = 0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            while not self.faults_done and time.monotonic() < self.deadline:
+                await asyncio.sleep(0.1)
+                workers = self.live_workers()
+                if not workers:
+                    continue
+                timestamp = f"2019-{1 + n % 12:02d}-{1 + n % 28:02d}T00:00:00Z"
+                try:
+                    async with session.post(f"{random.choice(workers).url}/api/v1/timestamp/{timestamp}",
+                                            headers={"Idempotency-Key": f"chaos-trickle-{n}"}) as response:
+                        if response.status == 200:
+                            self.acknowledged[(await response.json())["id"]] = timestamp
+                            n += 1
+                            continue
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                self.refused += 1
 
     async def canaries_stored(self) -> None:
         """One new command per partition, produced now: until every one is stored (every partition flows again).
@@ -830,7 +906,13 @@ class Chaos:
                 finally:
                     self.load_done = True
 
-            await asyncio.gather(load(), self.get_load(), self.faults(report))
+            async def faults():
+                try:
+                    await self.faults(report)
+                finally:
+                    self.faults_done = True
+
+            await asyncio.gather(load(), self.get_load(), self.trickle(), self.post_trickle(), faults())
             await self.audit(report)
         finally:
             report.seconds = time.monotonic() - started
