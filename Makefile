@@ -64,7 +64,7 @@ worker: venv
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test: stack-up deploy-tools $(VENV)/.installed-bench
+test: stack-up deploy-tools toxiproxy $(VENV)/.installed-bench
 	$(WITH_STACK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 # buildah + debootstrap (apt), helm (go install), the KEDA and prometheus-operator
@@ -91,6 +91,11 @@ SOAK_ARGS ?=
 soak: stack-up $(VENV)/.installed-bench
 	$(WITH_STACK_ENV) $(PY) -m bench.soak --minutes $(SOAK_MINUTES) --plot $(SOAK_ARGS)
 
+# Toxiproxy's server, built with go install into .stack/bin (chaos/install-toxiproxy.sh).
+.PHONY: toxiproxy
+toxiproxy:
+	bash chaos/install-toxiproxy.sh >/dev/null
+
 CHAOS_EVENTS ?= 100000
-chaos: stack-up
+chaos: stack-up toxiproxy
 	$(WITH_STACK_ENV) $(PY) -m chaos.run --events $(CHAOS_EVENTS)

@@ -7,9 +7,20 @@ Everything runs on this machine: a broker and a PostgreSQL server of its own
 (started from the stack's jars and binaries in a temporary directory), and
 workers as subprocesses on loopback. Half the events are POSTed over HTTP (with
 an Idempotency-Key, retried until acknowledged), half are produced straight to
-the topic, 1% of those invalid. Faults, in order, while the load runs: scale
+the topic, 1% of those invalid; GETs, a trickle of POSTs and of produced
+commands (one per partition every 0.5 s) go on until the last fault is healed.
+Every worker reaches Kafka and PostgreSQL only through its own Toxiproxy proxies
+(chaos/toxiproxy.py; the broker advertises one listener per worker slot at that
+slot's proxy port, docs/operations.md "Partial failures"). Faults, in order: scale
 1 -> 3 workers, SIGKILL of a worker mid-batch (then restarted), a burst of
-poison messages, PostgreSQL restart, broker restart, scale 3 -> 1.
+poison messages, PostgreSQL latency, PostgreSQL black hole, reset_peer on one
+worker's PostgreSQL connections, Kafka latency + bandwidth on one worker, one
+worker partitioned from Kafka, SIGSTOP of a worker past the session timeout, a
+rolling restart, PostgreSQL restart, broker restart, scale 3 -> 1; with 50,000
+events or more the proxy faults (latency .. rolling restart) run twice. Per
+fault: seconds until readiness DOWN or an alert's metric moves, seconds from
+healing until one new command per partition is stored and every worker is
+ready, POST attempts refused meanwhile.
 
 The poison burst goes straight to every partition of the topic: hostile values
 (tombstones, non-UTF-8, JSON that is not an object, 5000-deep nesting, non-UUID
@@ -34,10 +45,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -61,6 +74,8 @@ from app.domain.dead_letters import PROCESSING_ERROR, describe  # noqa: E402
 from app.ops.audit import KafkaView, isolation_level  # noqa: E402
 from app.ops.audit import audit as offset_audit  # noqa: E402
 from app.ops.dead_letters import read_dead_letters  # noqa: E402
+from chaos.toxiproxy import Toxiproxy, ToxiproxyServer, install  # noqa: E402
+from deploy.local.processes import free_ports  # noqa: E402
 from tests.worker_process import FaultyWorker, Worker  # noqa: E402
 
 TOPIC = "chaos.timestamp.command.v1"
@@ -69,6 +84,9 @@ PARTITIONS = 8
 MAX_MESSAGE_BYTES = 65_536  # the workers' limit, so that one poison message can exceed it
 FAILING_PARTITIONS = (1, 4, 6)  # one marked command (enrich raises for it) in the burst of each
 VALID_TIMESTAMP = "2021-01-01T00:00:00Z"
+SLOTS = 5  # workers alive at once at most (3 + replacements); each has its own pair of proxies
+DATABASE_TIMEOUT_SECONDS = 5  # the workers' PostgreSQL operation timeout: the black hole outlasts it
+SESSION_TIMEOUT_SECONDS = 10  # the workers' Kafka session timeout: the freeze and the partition outlast it
 
 # Header values no producer of ours sends: every one must be ignored, never fatal.
 GARBAGE_HEADERS: list[list[tuple[str, bytes | None]]] = [
@@ -133,9 +151,25 @@ class Poison:
 
 
 @dataclass
+class Fault:
+    """One injected fault: how soon an operator would see it, how soon the pipeline was back."""
+
+    kind: str
+    detected: float | None  # seconds from injection to readiness DOWN or an alert metric; None: not seen
+    signal: str  # what showed it (readiness check, metric), or why nothing did
+    recovered: float  # seconds from healing until rows are stored again and every worker is ready
+    refused: int  # POSTs not acknowledged while it lasted (each retried until acknowledged)
+
+    def line(self) -> str:
+        seen = f"detected {self.detected:5.1f} s" if self.detected is not None else "not detected  "
+        return (f"  {self.kind:<26} {seen}  recovered {self.recovered:5.1f} s  refused {self.refused:5d}"
+                f"  ({self.signal})")
+
+
+@dataclass
 class Report:
     events: int
-    faults: list[tuple[str, float]] = field(default_factory=list)  # name, seconds to recover
+    faults: list[Fault] = field(default_factory=list)
     lost: int = 0
     duplicated: int = 0
     table_mismatches: int = 0
@@ -152,9 +186,17 @@ class Report:
         return not (self.lost or self.duplicated or self.table_mismatches or self.dead_letter_mismatches
                     or self.status_mismatches or self.audit_gaps)
 
+    def as_json(self) -> dict:
+        return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "events": self.events,
+                "faults": [dataclasses.asdict(f) for f in self.faults], "kinds": len({f.kind for f in self.faults}),
+                "lost": self.lost, "duplicated": self.duplicated, "table_mismatches": self.table_mismatches,
+                "dead_letter_mismatches": self.dead_letter_mismatches, "status_mismatches": self.status_mismatches,
+                "audit_gaps": self.audit_gaps, "audited": self.audited, "poison": self.poison,
+                "failing": self.failing, "seconds": round(self.seconds, 1), "ok": self.ok}
+
     def lines(self) -> list[str]:
         lines = [f"events:            {self.events}", f"faults injected:   {len(self.faults)}"]
-        lines += [f"  {name:<24} recovered in {seconds:5.1f} s" for name, seconds in self.faults]
+        lines += [f"  kinds: {len({f.kind for f in self.faults})}"] + [f.line() for f in self.faults]
         lines += [f"poison messages:   {self.poison} (+ {self.failing} commands failing in enrich)",
                   f"lost:              {self.lost}", f"duplicated:        {self.duplicated}",
                   f"table mismatches:  {self.table_mismatches}",
@@ -178,16 +220,31 @@ class Chaos:
             id_for_partition(p): (p, None) for p in FAILING_PARTITIONS}  # id -> (partition, offset)
         self.workers: list[Worker] = []
         self.sent = 0
+        self.refused = 0  # POST attempts not acknowledged (answered non-200 or not at all)
+        self.load_done = False
+        self.faults_done = False
 
     # -- infrastructure -------------------------------------------------------
-    def start_infrastructure(self) -> None:
+    def start_kafka(self):
+        """The run's broker, with one extra listener per worker slot, advertised at that slot's proxy."""
         libs = os.environ.get("STACK_KAFKA_LIBS") or str(REPO / ".stack/kafka/libs")
-        self.broker = stack.start_kafka(self.workdir / "broker", libs_dir=Path(libs))
+        return stack.start_kafka(self.workdir / "broker", libs_dir=Path(libs), extra_listeners={
+            f"PROXY{slot}": (self.kafka_ports[slot], self.kafka_proxy_ports[slot]) for slot in range(SLOTS)})
+
+    def start_infrastructure(self) -> None:
+        ports = iter(free_ports(3 * SLOTS + 1))
+        self.kafka_ports = [next(ports) for _ in range(SLOTS)]  # the broker's listener of each slot
+        self.kafka_proxy_ports = [next(ports) for _ in range(SLOTS)]  # ... and the proxy in front of it
+        self.pg_proxy_ports = [next(ports) for _ in range(SLOTS)]
+        self.toxiproxy = ToxiproxyServer(self.workdir / "toxiproxy", next(ports), install()).start()
+        self.broker = self.start_kafka()
         self.postgres = stack.start_postgres(self.workdir / "pg")
         self.env = {
             **os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap, "DATABASE_URL": self.postgres.url,
             "APP_ID": GROUP, "COMMAND_TOPIC": TOPIC, "TABLE_STORE": "memory://",
             "BATCH_SIZE": "500", "BATCH_MAX_WAIT_SECONDS": "0.1", "PUBLISH_TIMEOUT_SECONDS": "3",
+            "DATABASE_TIMEOUT_SECONDS": str(DATABASE_TIMEOUT_SECONDS),
+            "KAFKA_SESSION_TIMEOUT_SECONDS": str(SESSION_TIMEOUT_SECONDS),
             "CIRCUIT_BREAKER_RESET_SECONDS": "2", "DATABASE_RETRY_MAX_SECONDS": "1", "LOG_FORMAT": "text",
             "PYTHONUNBUFFERED": "1", "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
             # Every worker (scaled, restarted) carries the same fault, so the marked commands
@@ -195,9 +252,27 @@ class Chaos:
             "FAULT_STAGE": "enrich", "FAULT_COMMAND_IDS": ",".join(self.failing), "FAULT_TIMES": "0",
         }
 
+    async def start_proxies(self) -> None:
+        """Per slot: kafka<slot> (proxy port -> the slot's broker listener) and pg<slot> (-> PostgreSQL)."""
+        pg_port = int(self.postgres.url.rsplit(":", 1)[1].split("/")[0])
+        async with Toxiproxy(self.toxiproxy.api) as toxi:
+            for slot in range(SLOTS):
+                await toxi.proxy(f"kafka{slot}", self.kafka_proxy_ports[slot], self.kafka_ports[slot])
+                await toxi.proxy(f"pg{slot}", self.pg_proxy_ports[slot], pg_port)
+
+    def slot_env(self, slot: int) -> dict[str, str]:
+        """The env of a worker in `slot`: it reaches Kafka and PostgreSQL only through that slot's proxies."""
+        head, tail = self.postgres.url.rsplit(":", 1)
+        return {**self.env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka_proxy_ports[slot]}",
+                "DATABASE_URL": f"{head}:{self.pg_proxy_ports[slot]}/{tail.split('/', 1)[1]}"}
+
     def stop_infrastructure(self) -> None:
         for worker in self.workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.signal(signal.SIGCONT)  # a frozen worker must be able to stop
             worker.stop()
+        if getattr(self, "toxiproxy", None) is not None:
+            self.toxiproxy.stop()
         stack.stop_kafka(self.workdir / "broker", kill=True)
         stack.stop_postgres(self.workdir / "pg")
 
@@ -214,9 +289,15 @@ class Chaos:
         except psycopg2.Error:
             return -1
 
-    async def add_worker(self) -> Worker:
-        worker = FaultyWorker(self.env, self.workdir / f"worker-{len(self.workers)}.log").start()
+    async def add_worker(self, slot: int | None = None) -> Worker:
+        """A worker in `slot`, or in a slot no live worker holds."""
+        if slot is None:
+            taken = {w.slot for w in self.live_workers()} | {w.slot for w in self.workers if w.process is None}
+            slot = min(set(range(SLOTS)) - taken)
+        worker = FaultyWorker(self.slot_env(slot), self.workdir / f"worker-{len(self.workers)}.log")
+        worker.slot = slot
         self.workers.append(worker)
+        worker.start()
         await worker.wait_ready(timeout=90)
         return worker
 
@@ -246,9 +327,26 @@ class Chaos:
                                     break
                         except (aiohttp.ClientError, asyncio.TimeoutError):
                             pass
+                        self.refused += 1
                         await asyncio.sleep(0.2)
 
             await asyncio.gather(*(client() for _ in range(16)))
+
+    async def get_load(self) -> None:
+        """GETs of acknowledged ids while the load runs (their answers are not audited: the audit reads later)."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            while not (self.load_done and self.faults_done) and time.monotonic() < self.deadline:
+                workers = self.live_workers()
+                if not workers or not self.acknowledged:
+                    await asyncio.sleep(0.2)
+                    continue
+                command_id = random.choice(list(self.acknowledged)[-1000:])
+                try:
+                    async with session.get(f"{random.choice(workers).url}/api/v1/timestamp/{command_id}") as r:
+                        await r.read()
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                await asyncio.sleep(0.02)
 
     async def produce_load(self, count: int) -> None:
         producer = AIOKafkaProducer(**client_options(self.broker.bootstrap), acks="all",
@@ -397,43 +495,286 @@ class Chaos:
             await asyncio.sleep(0.2)
         raise TimeoutError("no progress after fault")
 
-    async def faults(self, report: Report) -> None:
-        await self.until_sent(0.15)
+    async def ready(self, session: aiohttp.ClientSession, worker: Worker) -> bool:
+        try:
+            async with session.get(f"{worker.url}/health/ready") as response:
+                return response.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
+    async def alert_metrics(self, session: aiohttp.ClientSession, worker: Worker) -> dict[str, float]:
+        """The metrics the alerts of deploy/prometheus/rules.yml read, from one worker's /metrics."""
+        wanted = ("timestamp_circuit_breaker_state", "timestamp_db_write_failures_total",
+                  "timestamp_command_publish_failures_total", "timestamp_db_write_duration_seconds_count",
+                  "timestamp_end_to_end_latency_seconds_count")
+        # Histogram buckets at the thresholds of HighDatabaseWriteLatency (p95 > 0.5 s) and
+        # EndToEndLatencyP95High (p95 > 1 s).
+        buckets = {'timestamp_db_write_duration_seconds_bucket{le="0.5"}': "db_le",
+                   'timestamp_end_to_end_latency_seconds_bucket{le="1.0"}': "e2e_le"}
+        values: dict[str, float] = {}
+        try:
+            async with session.get(f"{worker.url}/metrics") as response:
+                text = await response.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return values
+        for line in text.splitlines():
+            series, _, number = line.rpartition(" ")
+            name = series.split("{", 1)[0]
+            key = name if name in wanted else buckets.get(series)
+            if key:
+                values[key] = values.get(key, 0.0) + float(number)
+        return values
+
+    @staticmethod
+    def p95_above(before: dict[str, float], now: dict[str, float], count: str, bucket: str) -> bool:
+        """More than 5% of the observations since `before` above the bucket's bound (at least 5 of them)."""
+        new = now.get(count, 0) - before.get(count, 0)
+        below = now.get(bucket, 0) - before.get(bucket, 0)
+        return new >= 5 and (new - below) / new > 0.05
+
+    async def watch(self, targets: list[Worker], baseline: dict[int, dict[str, float]], started: float,
+                    found: dict) -> None:
+        """Until the fault shows: a target's readiness DOWN (or no answer), or an alert metric set."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.5)) as session:
+            while True:
+                for worker in targets:
+                    if not await self.ready(session, worker):
+                        found.update(seconds=time.monotonic() - started, signal="readiness DOWN")
+                        return
+                    metrics = await self.alert_metrics(session, worker)
+                    before = baseline.get(id(worker), {})
+                    if metrics.get("timestamp_circuit_breaker_state", 0) == 2:
+                        found.update(seconds=time.monotonic() - started, signal="circuit breaker open (metric)")
+                        return
+                    for name in ("timestamp_db_write_failures_total", "timestamp_command_publish_failures_total"):
+                        if metrics.get(name, 0) > before.get(name, 0):
+                            found.update(seconds=time.monotonic() - started, signal=f"{name} rising")
+                            return
+                    if self.p95_above(before, metrics, "timestamp_db_write_duration_seconds_count", "db_le"):
+                        found.update(seconds=time.monotonic() - started, signal="db write p95 > 0.5 s (metric)")
+                        return
+                    if self.p95_above(before, metrics, "timestamp_end_to_end_latency_seconds_count", "e2e_le"):
+                        found.update(seconds=time.monotonic() - started, signal="end-to-end p95 > 1 s (metric)")
+                        return
+                await asyncio.sleep(0.25)
+
+    async def trickle(self) -> None:
+        """One command per partition every half second while the faults run, so that every fault
+        meets traffic even when the load is already through (the small run)."""
+        producer = AIOKafkaProducer(**client_options(self.broker.bootstrap), acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            while not self.faults_done and time.monotonic() < self.deadline:
+                for partition in range(PARTITIONS):
+                    command_id = id_for_partition(partition)
+                    value = json.dumps({"command_id": command_id, "event_timestamp": VALID_TIMESTAMP}).encode()
+                    while True:
+                        try:
+                            await producer.send_and_wait(TOPIC, value, key=command_id.encode())
+                            break
+                        except Exception:  # the broker restarts: send the same again
+                            if time.monotonic() > self.deadline:
+                                raise
+                            await asyncio.sleep(0.5)
+                    self.acknowledged[command_id] = VALID_TIMESTAMP
+                await asyncio.sleep(0.5)
+        finally:
+            await producer.stop()
+
+    async def post_trickle(self) -> None:
+        """POSTs (ten a second, each retried with its Idempotency-Key until acknowledged) while the faults run."""
+        n = 0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            while not self.faults_done and time.monotonic() < self.deadline:
+                await asyncio.sleep(0.1)
+                workers = self.live_workers()
+                if not workers:
+                    continue
+                timestamp = f"2019-{1 + n % 12:02d}-{1 + n % 28:02d}T00:00:00Z"
+                try:
+                    async with session.post(f"{random.choice(workers).url}/api/v1/timestamp/{timestamp}",
+                                            headers={"Idempotency-Key": f"chaos-trickle-{n}"}) as response:
+                        if response.status == 200:
+                            self.acknowledged[(await response.json())["id"]] = timestamp
+                            n += 1
+                            continue
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                self.refused += 1
+
+    async def canaries_stored(self) -> None:
+        """One new command per partition, produced now: until every one is stored (every partition flows again).
+
+        Unlike "rows are being stored", this also holds when the load is already
+        through (the small run) and when only some partitions are stuck.
+        """
+        ids = [id_for_partition(p) for p in range(PARTITIONS)]
+        producer = AIOKafkaProducer(**client_options(self.broker.bootstrap), acks="all", enable_idempotence=True)
+        while True:
+            try:
+                await producer.start()
+                break
+            except Exception:
+                if time.monotonic() > self.deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        try:
+            for command_id in ids:
+                value = json.dumps({"command_id": command_id, "event_timestamp": VALID_TIMESTAMP}).encode()
+                while True:
+                    try:
+                        await producer.send_and_wait(TOPIC, value, key=command_id.encode())
+                        break
+                    except Exception:  # the broker is still coming back: send it again (same id, same value)
+                        if time.monotonic() > self.deadline:
+                            raise
+                        await asyncio.sleep(0.5)
+                self.acknowledged[command_id] = VALID_TIMESTAMP
+        finally:
+            await producer.stop()
+        while time.monotonic() < self.deadline:
+            try:
+                if self.query("SELECT count(*) FROM timestamp_records WHERE id = ANY(%s::uuid[])", (ids,))[0][0] \
+                        == len(ids):
+                    return
+            except psycopg2.Error:
+                pass
+            await asyncio.sleep(0.2)
+        raise TimeoutError("canaries not stored after fault")
+
+    async def all_ready(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.5)) as session:
+            while time.monotonic() < self.deadline:
+                workers = self.live_workers()
+                if workers and all([await self.ready(session, w) for w in workers]):
+                    return
+                await asyncio.sleep(0.25)
+        raise TimeoutError("workers not ready after fault")
+
+    async def inject(self, report: Report, kind: str, targets: list[Worker], action, hold: float = 0.0,
+                     heal=None, expected: str = "") -> None:
+        """Run `action`, keep it `hold` seconds, `heal`; record detection, recovery and refused POSTs."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.5)) as session:
+            baseline = {id(w): await self.alert_metrics(session, w) for w in targets}
+        refused = self.refused
+        found: dict = {}
         started = time.monotonic()
-        await asyncio.gather(self.add_worker(), self.add_worker())
-        report.faults.append(("scale 1 -> 3", await self.progressing(started)))
+        watcher = asyncio.create_task(self.watch(targets, baseline, started, found)) if targets else None
+        try:
+            await action()
+            await asyncio.sleep(hold)
+            if heal is not None:
+                await heal()
+            healed = time.monotonic() if heal is not None else started  # no heal: recovery counts from the fault
+            await self.canaries_stored()
+            await self.all_ready()
+            recovered = time.monotonic() - healed
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+        report.faults.append(Fault(kind, found.get("seconds"), found.get("signal", expected or "no signal"),
+                                   recovered, self.refused - refused))
+        print(report.faults[-1].line(), file=sys.stderr, flush=True)
+
+    async def toxic(self, report: Report, kind: str, proxies: list[str], toxics: list[tuple[str, dict]],
+                    hold: float, targets: list[Worker], expected: str = "") -> None:
+        async with Toxiproxy(self.toxiproxy.api) as toxi:
+            async def action():
+                for proxy in proxies:
+                    for toxic_type, attributes in toxics:
+                        await toxi.add_toxic(proxy, toxic_type, **attributes)
+
+            await self.inject(report, kind, targets, action, hold, toxi.reset, expected)
+
+    async def partition(self, report: Report, worker: Worker, hold: float) -> None:
+        async with Toxiproxy(self.toxiproxy.api) as toxi:
+            await self.inject(report, "Kafka partition (1 worker)", [worker],
+                              lambda: toxi.enable(f"kafka{worker.slot}", False), hold,
+                              lambda: toxi.enable(f"kafka{worker.slot}", True))
+
+    async def proxy_faults(self, report: Report) -> None:
+        """The partial failures behind Toxiproxy, a freeze and a rolling restart."""
+        everyone = self.live_workers()
+        pg_all = [f"pg{w.slot}" for w in everyone]
+        await self.toxic(report, "PostgreSQL latency 300 ms", pg_all, [("latency", {"latency": 300})], 8, everyone,
+                         "below every threshold")
+        await self.toxic(report, "PostgreSQL black hole", pg_all, [("timeout", {"timeout": 0})],
+                         DATABASE_TIMEOUT_SECONDS + 4, everyone)
+        one = self.live_workers()[-1]
+        await self.toxic(report, "PostgreSQL reset_peer", [f"pg{one.slot}"],
+                         [("reset_peer", {"timeout": 0}),
+                          ("reset_peer", {"timeout": 0, "name": "reset-up", "stream": "upstream"})], 3,
+                         [one])
+        one = self.live_workers()[0]
+        await self.toxic(report, "Kafka latency + bandwidth", [f"kafka{one.slot}"],
+                         [("latency", {"latency": 300}), ("bandwidth", {"rate": 64})], 8, [one],
+                         "below every threshold")
+        await self.partition(report, self.live_workers()[-1], SESSION_TIMEOUT_SECONDS + 5)
+        frozen = self.live_workers()[-1]
+        await self.inject(report, "SIGSTOP past session timeout", [frozen],
+                          lambda: asyncio.to_thread(frozen.signal, signal.SIGSTOP), SESSION_TIMEOUT_SECONDS + 4,
+                          lambda: asyncio.to_thread(frozen.signal, signal.SIGCONT))
+
+        async def rolling():
+            for worker in list(self.live_workers()):
+                await asyncio.to_thread(worker.stop)
+                await self.add_worker(worker.slot)
+
+        await self.inject(report, "rolling restart", list(self.live_workers()), rolling)
+
+    async def faults(self, report: Report) -> None:
+        rounds = 2 if self.events >= 50_000 else 1  # 20 faults in a full run, every kind once in a small one
+        await self.until_sent(0.1)
+        await self.inject(report, "scale 1 -> 3", [], lambda: asyncio.gather(self.add_worker(), self.add_worker()),
+                          expected="planned")
+
+        await self.until_sent(0.2)
+        victim = self.live_workers()[-1]
+
+        async def kill():
+            victim.kill()
+            await self.add_worker()
+
+        await self.inject(report, "SIGKILL a worker", [victim], kill)
+
+        await self.until_sent(0.3)
+        valid = await self.poison_burst()
+        report.faults.append(Fault("poison messages", None, "DeadLettersArriving (dead letters)",
+                                   await self.poison_recovered(valid), 0))
 
         await self.until_sent(0.35)
-        victim = self.live_workers()[-1]
-        started = time.monotonic()
-        victim.kill()
-        await self.add_worker()
-        report.faults.append(("SIGKILL a worker", await self.progressing(started)))
-
-        await self.until_sent(0.42)
-        valid = await self.poison_burst()
-        report.faults.append(("poison messages", await self.poison_recovered(valid)))
+        await self.proxy_faults(report)
 
         await self.until_sent(0.5)
-        started = time.monotonic()
-        await asyncio.to_thread(stack.stop_postgres, self.workdir / "pg")
-        await asyncio.sleep(2)
-        await asyncio.to_thread(stack.start_postgres, self.workdir / "pg")
-        report.faults.append(("PostgreSQL restart", await self.progressing(started)))
 
-        await self.until_sent(0.65)
-        started = time.monotonic()
-        await asyncio.to_thread(stack.stop_kafka, self.workdir / "broker")
-        await asyncio.sleep(2)
-        libs = os.environ.get("STACK_KAFKA_LIBS") or str(REPO / ".stack/kafka/libs")
-        await asyncio.to_thread(stack.start_kafka, self.workdir / "broker", libs_dir=Path(libs))
-        report.faults.append(("broker restart", await self.progressing(started)))
+        async def pg_stop():
+            await asyncio.to_thread(stack.stop_postgres, self.workdir / "pg")
+            await asyncio.sleep(2)
+            await asyncio.to_thread(stack.start_postgres, self.workdir / "pg")
 
-        await self.until_sent(0.8)
-        started = time.monotonic()
-        for worker in self.live_workers()[1:]:
-            worker.stop()
-        report.faults.append(("scale 3 -> 1", await self.progressing(started)))
+        await self.inject(report, "PostgreSQL restart", self.live_workers(), pg_stop)
+
+        await self.until_sent(0.6)
+
+        async def broker_restart():
+            await asyncio.to_thread(stack.stop_kafka, self.workdir / "broker")
+            await asyncio.sleep(2)
+            await asyncio.to_thread(self.start_kafka)
+
+        await self.inject(report, "broker restart", self.live_workers(), broker_restart)
+
+        if rounds > 1:
+            await self.until_sent(0.7)
+            await self.proxy_faults(report)
+
+        await self.until_sent(0.85)
+
+        async def scale_down():
+            for worker in self.live_workers()[1:]:
+                await asyncio.to_thread(worker.stop)
+
+        await self.inject(report, "scale 3 -> 1", [], scale_down, expected="planned")
 
     # -- audit ----------------------------------------------------------------
     async def audit(self, report: Report) -> None:
@@ -552,12 +893,26 @@ class Chaos:
     async def run(self) -> Report:
         report = Report(self.events)
         started = time.monotonic()
-        await asyncio.to_thread(self.start_infrastructure)
         try:
+            await asyncio.to_thread(self.start_infrastructure)
+            await self.start_proxies()
             await ensure_topic(self.broker.bootstrap, TOPIC, PARTITIONS, 1, {"retention.ms": "-1"})
             await self.add_worker()
-            await asyncio.gather(self.post_load(self.events // 2), self.produce_load(self.events - self.events // 2),
-                                 self.faults(report))
+
+            async def load():
+                try:
+                    await asyncio.gather(self.post_load(self.events // 2),
+                                         self.produce_load(self.events - self.events // 2))
+                finally:
+                    self.load_done = True
+
+            async def faults():
+                try:
+                    await self.faults(report)
+                finally:
+                    self.faults_done = True
+
+            await asyncio.gather(load(), self.get_load(), self.trickle(), self.post_trickle(), faults())
             await self.audit(report)
         finally:
             report.seconds = time.monotonic() - started
@@ -583,7 +938,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--deadline", type=float, default=1800, help="seconds before the run gives up")
+    parser.add_argument("--json", type=Path, default=REPO / "chaos" / "results" / "latest.json",
+                        help="where the report goes as JSON (default chaos/results/latest.json)")
     args = parser.parse_args()
     result = run(args.events, args.deadline)
     print("\n".join(result.lines()))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+    print(f"report: {args.json}")
     sys.exit(0 if result.ok else 1)

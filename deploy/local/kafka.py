@@ -194,21 +194,36 @@ def _choose_kafka_ports(
 
 
 def server_properties(paths: KafkaPaths, port: int, controller_port: int,
-                      secure_ports: tuple[int, int] | None = None) -> str:
-    """server.properties; with secure_ports (SASL_SSL, SSL) also the secured listeners (deploy/local/security.py)."""
+                      secure_ports: tuple[int, int] | None = None,
+                      extra_listeners: dict[str, tuple[int, int]] | None = None) -> str:
+    """server.properties; with secure_ports (SASL_SSL, SSL) also the secured listeners (deploy/local/security.py).
+
+    extra_listeners: name -> (port, advertised port), more PLAINTEXT listeners
+    that advertise another port than the one they listen on. The chaos run puts a
+    proxy in front of each (chaos/run.py): a client bootstrapped through the proxy
+    is told to reconnect to the advertised port, the proxy's, and so stays behind it.
+    """
     listeners = [f"PLAINTEXT://127.0.0.1:{port}"]
     if secure_ports:
         # Each listener advertises its own address: clients reconnect to what is advertised.
         listeners += [f"SASL_SSL://127.0.0.1:{secure_ports[0]}", f"SSL://127.0.0.1:{secure_ports[1]}"]
+    advertised = list(listeners)
+    extra = dict(extra_listeners or {})
+    for name, (listen, shown) in extra.items():
+        if not name.isalnum() or not name.isupper() or name in ("PLAINTEXT", "CONTROLLER", "SSL", "SASL_SSL"):
+            raise StackError(f"extra Kafka listener name {name!r} must be upper-case letters/digits, not a reserved one")
+        listeners.append(f"{name}://127.0.0.1:{listen}")
+        advertised.append(f"{name}://127.0.0.1:{shown}")
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
         "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{controller_port}"]),
-        "advertised.listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
         "controller.listener.names": "CONTROLLER",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
-        + (",SASL_SSL:SASL_SSL,SSL:SSL" if secure_ports else ""),
+        + (",SASL_SSL:SASL_SSL,SSL:SSL" if secure_ports else "")
+        + "".join(f",{name}:PLAINTEXT" for name in extra),
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(paths.data.resolve()),
         # One broker: every internal topic must live with replication 1, and
@@ -324,6 +339,7 @@ def start_kafka(
     *,
     prefer_default_ports: bool = False,
     secure: bool = False,
+    extra_listeners: dict[str, tuple[int, int]] | None = None,
 ) -> KafkaProcess:
     """Start a single-node KRaft broker with its state in state_dir; wait until ready.
 
@@ -334,6 +350,9 @@ def start_kafka(
     fetched with Maven if empty. On failure the broker is stopped and
     StackError carries the end of kafka.log. The broker runs in its own
     session and outlives the caller: stop it with stop_kafka().
+    extra_listeners (name -> (port, advertised port)) adds PLAINTEXT listeners
+    advertising another port (see server_properties); pass them again on every
+    start, they are not recorded. The default stack has none.
     """
     paths = KafkaPaths(Path(state_dir).resolve())
     paths.home.mkdir(parents=True, exist_ok=True)
@@ -363,7 +382,7 @@ def start_kafka(
     write_atomic(paths.ports, f"port={kport}\ncontroller_port={cport}\n{extra}")
     if secure:
         write_keystore(secure_paths)
-    write_atomic(paths.properties, server_properties(paths, kport, cport, secure_ports))
+    write_atomic(paths.properties, server_properties(paths, kport, cport, secure_ports, extra_listeners))
     write_atomic(paths.log4j, LOG4J_PROPERTIES)
     paths.data.mkdir(parents=True, exist_ok=True)
     if _format_storage(paths, libs, scram_format_arguments(secure_paths) if secure else []) and secure:
