@@ -10,10 +10,13 @@ from chaos import run as chaos
 
 KINDS = ["scale 1 -> 3", "SIGKILL a worker", "poison messages", "PostgreSQL latency 300 ms", "PostgreSQL black hole",
          "PostgreSQL reset_peer", "Kafka latency + bandwidth", "Kafka partition (1 worker)",
-         "SIGSTOP past session timeout", "rolling restart", "PostgreSQL restart", "broker restart", "scale 3 -> 1"]
-# Faults an operator must see: readiness DOWN or an alert metric within the fault.
-SEEN = {"SIGKILL a worker", "PostgreSQL black hole", "PostgreSQL reset_peer", "Kafka partition (1 worker)",
-        "SIGSTOP past session timeout", "PostgreSQL restart", "broker restart"}
+         "SIGSTOP past session timeout", "rolling restart", "PostgreSQL restart", "broker restart", "table store disk full",
+         "scale 3 -> 1"]
+# Faults an operator must see: readiness DOWN, an alert metric or a rebalance within the fault. The two
+# latency faults are left out here: on a machine as loaded as the suite's, a threshold may not be crossed.
+SEEN = {"scale 1 -> 3", "SIGKILL a worker", "poison messages", "PostgreSQL black hole", "PostgreSQL reset_peer",
+        "Kafka partition (1 worker)", "SIGSTOP past session timeout", "rolling restart", "PostgreSQL restart",
+        "broker restart", "table store disk full", "scale 3 -> 1"}
 
 
 @pytest.mark.timeout(600)
