@@ -231,6 +231,8 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
         "parameters": {"minutes": minutes, "interval_seconds": interval, "workers": workers,
                        "post_per_second": post_rate, "get_per_second": get_rate,
                        "produced_per_second": produce_rate},
+        # The workers inherit the environment: the allocator's settings shape their RSS.
+        "allocator": {name: os.environ[name] for name in ("MALLOC_ARENA_MAX", "LD_PRELOAD") if name in os.environ},
         "intervals": intervals,
         "audit": audit,
         "verdicts": verdicts(intervals, audit),
