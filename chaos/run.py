@@ -723,10 +723,9 @@ class Chaos:
         raise TimeoutError("workers not ready after fault")
 
     async def inject(self, report: Report, kind: str, targets: list[Worker], action, hold: float = 0.0,
-                     heal=None, expected: str = "", detect_within: float = 0.0, recover=None) -> None:
+                     heal=None, expected: str = "", detect_within: float = 0.0) -> None:
         """Run `action`, keep it `hold` seconds (and up to `detect_within` more until it is detected), `heal`;
-        record detection, recovery and refused POSTs. `recover` (default: canaries stored, every worker ready)
-        returns the seconds the pipeline took to be whole again."""
+        record detection, recovery (canaries stored, every worker ready) and refused POSTs."""
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.5)) as session:
             baseline = {id(w): await self.alert_metrics(session, w) for w in targets}
         refused = self.refused
@@ -742,12 +741,9 @@ class Chaos:
             if heal is not None:
                 await heal()
             healed = time.monotonic() if heal is not None else started  # no heal: recovery counts from the fault
-            if recover is not None:
-                recovered = await recover()
-            else:
-                await self.canaries_stored()
-                await self.all_ready()
-                recovered = time.monotonic() - healed
+            await self.canaries_stored()
+            await self.all_ready()
+            recovered = time.monotonic() - healed
             if watcher is not None and not found and heal is None:
                 # A signal may trail the recovery (a rebalance completes, a dead letter is counted).
                 await asyncio.wait([watcher], timeout=10)
