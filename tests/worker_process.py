@@ -27,6 +27,7 @@ class Worker:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     data_dir: Path | None = None  # WORKER_DATA_DIR; by default data-<port> next to the log
+    log_start: int = 0  # where this start's lines begin in the log (it may hold an earlier run's)
 
     @property
     def url(self) -> str:
@@ -38,6 +39,7 @@ class Worker:
 
     def start(self) -> "Worker":
         self.log_file = open(self.log_path, "ab")
+        self.log_start = self.log_file.tell()
         self.process = subprocess.Popen(
             self.command(), cwd=REPO,
             env={**self.env, "WORKER_DATA_DIR": str(self.data_dir or self.log_path.parent / f"data-{self.port}")},
@@ -48,13 +50,19 @@ class Worker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_since_start(self) -> bytes:
+        """What this start of the worker has logged so far."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_start)
+            return log.read()
+
     async def wait_ready(self, timeout: float = 60) -> "Worker":
         """Until the worker has joined its group and recovered its tables."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            if "[^Worker]: Ready" in self.log():
+            if b"[^Worker]: Ready" in self.log_since_start():
                 return self
             await asyncio.sleep(0.2)
         raise TimeoutError(f"worker on port {self.port} not ready after {timeout}s; see {self.log_path}")
