@@ -16,6 +16,17 @@ from app.adapters.topics import topic_partitions
 from tests.worker_process import REPO
 
 
+async def served_from(http, worker, ids) -> dict[str, int]:
+    """GET every id from `worker`: how many answers came from each X-Served-From (each must be a 200)."""
+    sources: dict[str, int] = {}
+    for command_id in ids:
+        async with http.get(f"{worker.url}/api/v1/timestamp/{command_id}") as response:
+            assert response.status == 200, command_id
+            source = response.headers["X-Served-From"]
+            sources[source] = sources.get(source, 0) + 1
+    return sources
+
+
 async def produce_commands(producer, topic: str, count: int, partition: int = 0) -> list[str]:
     """`count` valid commands with fresh ids on one partition; returns the ids."""
     ids = [str(uuid.uuid4()) for _ in range(count)]

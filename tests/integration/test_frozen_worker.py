@@ -20,7 +20,7 @@ import pytest
 
 from tables.changelog_batch_writer import key_partition
 from tests.integration.conftest import assert_no_commit_past_a_missing_row, topic_end_offsets, wait_until
-from tests.integration.helpers import run_cli
+from tests.integration.helpers import run_cli, served_from
 
 SESSION_SECONDS = 6  # the broker's group.min.session.timeout.ms
 FROZEN_SECONDS = 3 * SESSION_SECONDS
@@ -132,13 +132,7 @@ async def test_a_worker_frozen_past_its_session_loses_and_duplicates_nothing(wor
     assert committed == ends
     assert "processing_error" not in zombie.log() + other.log()
 
-    sources: dict[str, int] = {}
-    for command_id in ids:
-        async with http.get(f"{zombie.url}/api/v1/timestamp/{command_id}") as response:
-            assert response.status == 200, command_id
-            source = response.headers["X-Served-From"]
-            sources[source] = sources.get(source, 0) + 1
-    assert sources == {"table": len(ids)}
+    assert await served_from(http, zombie, ids) == {"table": len(ids)}
 
     audit = run_cli(namespace, "audit")
     assert "total: 0 messages missing" in audit.stdout, audit.stdout
@@ -205,13 +199,7 @@ async def test_a_zombie_holding_a_batch_leaves_no_hole_in_its_table_store(worker
 
     await wait_until(owns_all, 90, "the zombie to own every partition", interval=1)
     await wait_until(lambda: _ready(http, zombie), 60, "the zombie to be ready (table recovered)", interval=1)
-    sources: dict[str, int] = {}
-    for command_id in ids:
-        async with http.get(f"{zombie.url}/api/v1/timestamp/{command_id}") as response:
-            assert response.status == 200, command_id
-            source = response.headers["X-Served-From"]
-            sources[source] = sources.get(source, 0) + 1
-    assert sources == {"table": len(ids)}
+    assert await served_from(http, zombie, ids) == {"table": len(ids)}
     assert namespace.query("SELECT count(*), count(DISTINCT id) FROM timestamp_records") == [(len(ids), len(ids))]
 
 

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import offsets_without_rows, topic_end_offsets, wait_until, committed_offsets
-from tests.integration.helpers import produce_commands, run_cli
+from tests.integration.helpers import produce_commands, run_cli, served_from
 
 TMPFS_BYTES = 24 * 1024 * 1024
 LEFT_FREE_BYTES = 1024 * 1024  # what the filler leaves of the tmpfs once the worker's stores are open
@@ -134,12 +134,7 @@ async def test_a_full_table_disk_holds_the_batch_reports_not_ready_and_loses_not
         ("persisted", len(ids))]
     assert "processing_error" not in worker.log()
 
-    sources = {}
-    for command_id in ids:
-        async with http.get(f"{worker.url}/api/v1/timestamp/{command_id}") as response:
-            assert response.status == 200, command_id
-            sources[response.headers["X-Served-From"]] = sources.get(response.headers["X-Served-From"], 0) + 1
-    assert sources == {"table": len(ids)}
+    assert await served_from(http, worker, ids) == {"table": len(ids)}
 
     audit = run_cli(namespace, "audit")
     assert "total: 0 messages missing" in audit.stdout, audit.stdout
