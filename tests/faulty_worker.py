@@ -16,6 +16,8 @@ FAULT_STAGE:
   outage    PostgreSQL is unreachable: every `persist_batch` raises OperationalError (transient)
   escape    a bug outside isolation: `BatchWriter.write` raises before writing a batch with a marked id
   unreadable  no reader can read a record whose header name is not UTF-8 (the tolerant reader refuses it too)
+  paused    on SIGUSR2, Faust stops fetching partition FAULT_PARTITION of the command topic
+            (`Consumer.pause_partitions`, as a rebalance does), and nothing resumes it
 FAULT_TIMES: how often each marked id raises (default 0: every time).
 """
 
@@ -114,12 +116,30 @@ def faulty_parts() -> dict:
                 return record
 
         return {"tolerant_batch": RefusingBatch}
+    if STAGE == "paused":
+        return {}
     raise SystemExit(f"FAULT_STAGE={STAGE!r}: not a known stage")
 
 
 from app.main import app  # noqa: E402
 
 app.use(**faulty_parts())
+
+if STAGE == "paused":
+    import asyncio
+    import signal
+
+    @app.task
+    async def pause_on_sigusr2() -> None:
+        from app.settings import settings
+
+        def pause() -> None:
+            tp = next(tp for tp in app.consumer.assignment()
+                      if tp.topic == settings.command_topic and tp.partition == int(os.environ["FAULT_PARTITION"]))
+            app.consumer.pause_partitions({tp})
+            print(f"injected: {tp.topic}[{tp.partition}] paused", file=sys.stderr, flush=True)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, pause)
 
 if __name__ == "__main__":
     app.main()  # the Faust CLI, reading sys.argv

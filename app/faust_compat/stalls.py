@@ -2,12 +2,20 @@
 
 A message skipped in a rebalance, or dropped from the buffer of an agent that
 crashed, is not always fetched again, and its partition's committed offset then
-stays behind it for good. The timer seeks such a partition back to its committed
-offset; re-reading is harmless, the writes are idempotent.
+stays behind it for good. A partition can also be left out of the fetch
+altogether (Faust pauses every partition during a rebalance and resumes them
+when table recovery completes; a recovery cut short by another rebalance has
+been seen to leave one unfetched, with no error). The timer resumes fetching
+such a partition and seeks it back to its committed offset; re-reading is
+harmless, the writes are idempotent.
+
+End offsets come from the broker, not from what the fetcher last saw: a
+partition that is not fetched never shows the fetcher a new end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -19,16 +27,24 @@ from app.observability import metrics
 
 log = logging.getLogger(__name__)
 STALL_SECONDS = 5.0
+STARVED_SECONDS = 30.0
 
 
 class StallDetector:
-    """Partitions whose committed offset lags the end and has not moved while the agent idled."""
+    """Partitions whose committed offset lags the end and stays put.
 
-    def __init__(self, idle_seconds: float) -> None:
+    Stalled: behind, seen at the same committed offset at two looks or more,
+    no batch being written, and either the agent idled (nothing acknowledged
+    for `idle_seconds`) or the partition has not moved for `starved_seconds`
+    (the agent works, but not on this partition: it is not being delivered).
+    """
+
+    def __init__(self, idle_seconds: float, starved_seconds: float = STARVED_SECONDS) -> None:
         self.idle_seconds = idle_seconds
+        self.starved_seconds = starved_seconds
         self.last_progress = time.monotonic()
         self._writing = False
-        self._seen: dict = {}
+        self._still: dict = {}  # tp -> (committed offset, since when it has stayed there while behind)
 
     def writing(self, active: bool) -> None:
         """While a batch is being written the agent is not idle, however long it takes (PostgreSQL away, say)."""
@@ -41,49 +57,72 @@ class StallDetector:
     def reset(self) -> None:
         """Forget what was seen: a stall must be observed anew (after a rebalance)."""
         self.progressed()
-        self._seen = {}
+        self._still = {}
 
-    def stalled(self, committed: dict, ends: dict) -> dict:
+    def stalled(self, committed: dict, ends: dict, now: float | None = None) -> dict:
         """tp -> committed offset to seek back to."""
-        idle = not self._writing and time.monotonic() - self.last_progress >= self.idle_seconds
-        stalled = {
-            tp: offset for tp, offset in committed.items()
-            if idle and offset is not None and ends.get(tp, 0) > offset and self._seen.get(tp) == offset
-        }
-        self._seen = dict(committed)
+        now = time.monotonic() if now is None else now
+        idle = not self._writing and now - self.last_progress >= self.idle_seconds
+        stalled, still = {}, {}
+        for tp, offset in committed.items():
+            if offset is None or ends.get(tp, 0) <= offset:
+                continue
+            seen = self._still.get(tp)
+            if seen is None or seen[0] != offset:
+                still[tp] = (offset, now)  # first look at this offset: nothing to compare yet
+                continue
+            still[tp] = seen
+            if idle or (not self._writing and now - seen[1] >= self.starved_seconds):
+                stalled[tp] = offset
+                still[tp] = (offset, now)  # starved again only after another full wait
+        self._still = still
         return stalled
 
 
+async def broker_end_offsets(app: faust.App, assigned: list, timeout: float) -> dict:
+    """tp -> end offset, asked of the broker; what the fetcher last saw when the broker does not answer in time."""
+    if not assigned:
+        return {}
+    try:
+        return dict(await asyncio.wait_for(app.consumer.highwaters(*assigned), timeout))
+    except Exception as exc:  # noqa: BLE001 - a broker away must not stop the timer; the fetcher's view will do
+        log.debug("End offsets from the broker failed (%r); using the fetcher's", exc)
+        return {tp: app.monitor.tp_end_offsets.get(tp, 0) for tp in assigned}
+
+
 def resume_stalled_partitions(app: faust.App, topic: str, idle_seconds: float = STALL_SECONDS,
-                              report_after_seconds: float = 120.0) -> StallDetector:
+                              report_after_seconds: float = 120.0,
+                              starved_seconds: float = STARVED_SECONDS) -> StallDetector:
     """Start the timer on `app`; the caller reports progress with `progressed()` on the returned detector.
 
     The same timer exports how long each partition has gone without progress
     while behind (`timestamp_partition_stall_seconds`, and `timestamp_partition_stalled`
     past `report_after_seconds`, PARTITION_STALL_SECONDS), which no seek back cures.
     """
-    stalls = StallDetector(idle_seconds)
+    stalls = StallDetector(idle_seconds, starved_seconds)
     progress = PartitionProgress()
 
     @app.timer(interval=idle_seconds)
     async def resume_stalled_partitions() -> None:
-        """Seek a partition stuck behind a message that was never processed back to its committed offset."""
-        if not app.flow_control.is_active():
-            # A rebalance is under way: committed offsets are not known yet and its
-            # own seek comes later. Judge stalls afresh once it is over.
+        """Fetch a partition stuck behind a message that was never processed again from its committed offset."""
+        if not app.flow_control.is_active() or app.in_recovery:
+            # A rebalance or a table recovery is under way: partitions are paused on
+            # purpose and committed offsets are not known yet. Judge stalls afresh after.
             stalls.reset()
             progress.reset()
             return
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
+        ends = await broker_end_offsets(app, assigned, timeout=idle_seconds)
         committed_by_tp = committed_offsets(app.consumer)
         committed = {tp: committed_by_tp.get(tp) or 0 for tp in assigned}
-        ends = app.monitor.tp_end_offsets
         stuck = progress.observe({tp.partition: o for tp, o in committed.items()},
                                  {tp.partition: ends.get(tp, 0) for tp in assigned}, time.monotonic())
         metrics.record_partition_progress(topic, stuck, report_after_seconds)
-        for tp, offset in stalls.stalled(committed, app.monitor.tp_end_offsets).items():
-            log.warning("Partition %s[%d] stalled at offset %d; reading it again from there",
-                        tp.topic, tp.partition, offset)
+        for tp, offset in stalls.stalled(committed, ends).items():
+            log.warning("Partition %s[%d] stalled at offset %d of %d; fetching it again from there",
+                        tp.topic, tp.partition, offset, ends[tp])
+            metrics.partition_stall_resumes.labels(tp.topic, str(tp.partition)).inc()
+            app.consumer.resume_partitions({tp})
             await app.consumer.seek(tp, offset)
 
     return stalls

@@ -130,6 +130,11 @@ partition_stalled = Gauge(
     "1 when the partition has been stalled longer than PARTITION_STALL_SECONDS while the group was stable.",
     ["topic", "partition"],
 )
+partition_stall_resumes = Counter(
+    f"{PREFIX}_partition_stall_resumes_total",
+    "Times this worker found the partition stalled behind its end and fetched it again from its committed offset.",
+    ["topic", "partition"],
+)
 _stall_labels: set[tuple[str, str]] = set()
 
 

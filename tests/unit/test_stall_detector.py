@@ -33,3 +33,26 @@ def test_a_batch_being_written_is_no_stall_however_long_it_takes():
     assert stalls.stalled({"p0": 5}, {"p0": 8}) == {}
     stalls.writing(False)  # the write ended, written or raised
     assert stalls.stalled({"p0": 5}, {"p0": 8}) == {"p0": 5}
+
+
+def test_a_partition_not_delivered_is_stalled_while_the_agent_works_on_others():
+    stalls = StallDetector(idle_seconds=5, starved_seconds=30)
+    stalls.stalled({"p0": 5, "p1": 7}, {"p0": 8, "p1": 9}, now=100)
+    for now in (110, 120):
+        stalls.progressed()  # batches from other partitions keep being acknowledged: never idle
+        assert stalls.stalled({"p0": 5, "p1": 7 + now}, {"p0": 8, "p1": 500}, now=now) == {}
+    stalls.progressed()
+    assert stalls.stalled({"p0": 5, "p1": 200}, {"p0": 8, "p1": 500}, now=130) == {"p0": 5}
+    # Judged again only after another full wait, not at every look.
+    assert stalls.stalled({"p0": 5, "p1": 201}, {"p0": 8, "p1": 500}, now=135) == {}
+
+
+def test_a_starved_partition_being_written_or_moving_is_no_stall():
+    stalls = StallDetector(idle_seconds=60, starved_seconds=30)
+    stalls.stalled({"p0": 5}, {"p0": 8}, now=0)
+    stalls.writing(True)
+    assert stalls.stalled({"p0": 5}, {"p0": 8}, now=40) == {}
+    stalls.writing(False)
+    assert stalls.stalled({"p0": 6}, {"p0": 8}, now=80) == {}  # it moved: the wait starts again
+    assert stalls.stalled({"p0": 6}, {"p0": 8}, now=100) == {}
+    assert stalls.stalled({"p0": 6}, {"p0": 8}, now=110) == {"p0": 6}
