@@ -209,6 +209,23 @@ class PipelineCollector(Collector):
         )
 
 
+class FaustEndOffsets(Collector):
+    """Faust's end-offset gauge, read from the monitor at scrape time rather than set per fetched message."""
+
+    def __init__(self, name: str, ends: Callable[[], dict]) -> None:
+        self._name = name
+        self._ends = ends
+
+    def describe(self):
+        yield GaugeMetricFamily(self._name, "", labels=["topic", "partition"])
+
+    def collect(self):
+        family = GaugeMetricFamily(self._name, "Offset ends per topic/partition", labels=["topic", "partition"])
+        for tp, offset in sorted(self._ends().items()):
+            family.add_metric([tp.topic, str(tp.partition)], offset)
+        yield family
+
+
 def _tasks_alive() -> int:
     try:
         return len(asyncio.all_tasks())
@@ -242,7 +259,6 @@ class LoopLagProbe:
 
 def register_collector(collector: Collector) -> None:
     REGISTRY.register(collector)
-
 
 
 # Faust's per-message sensors: each costs a few label look-ups per message and
@@ -299,7 +315,13 @@ def setup_faust_sensors(app, name_prefix: str = "faust") -> None:
         def on_send_completed(self, producer, state, metadata) -> None:
             pass
 
-    app.monitor = PipelineMonitor(metrics=faust_metrics)
+        def track_tp_end_offset(self, tp, offset: int) -> None:
+            # Faust calls this for every message it fetches; its gauge is read at scrape time instead.
+            self.tp_end_offsets[tp] = offset
+
+    monitor = app.monitor = PipelineMonitor(metrics=faust_metrics)
+    REGISTRY.unregister(faust_metrics.topic_partition_end_offset)
+    register_collector(FaustEndOffsets(f"{name_prefix}_topic_partition_end_offset", lambda: monitor.tp_end_offsets))
 
 
 def collect_pipeline_metrics(app, command_topic: str, table) -> None:

@@ -1,0 +1,21 @@
+"""Faust's sensors as the worker installs them: the end-offset gauge is read at scrape time, not set per message."""
+
+from __future__ import annotations
+
+import faust
+from faust.types import TP
+from prometheus_client import REGISTRY, generate_latest
+
+from app.observability.metrics import setup_faust_sensors
+
+
+def test_end_offsets_tracked_per_message_are_served_at_scrape():
+    app = faust.App("unit-sensors", broker="kafka://127.0.0.1:1")
+    setup_faust_sensors(app, name_prefix="unit_sensors")
+    monitor = app.monitor
+    for offset in range(5):  # what Faust's fetcher does for every message it yields
+        monitor.track_tp_end_offset(TP("commands", 3), offset)
+    assert monitor.tp_end_offsets == {TP("commands", 3): 4}  # the stall timer and the lag gauge read this
+    text = generate_latest(REGISTRY).decode()
+    assert 'unit_sensors_topic_partition_end_offset{partition="3",topic="commands"} 4.0' in text
+    assert text.count("# TYPE unit_sensors_topic_partition_end_offset gauge") == 1
