@@ -16,8 +16,9 @@ from __future__ import annotations
 import operator
 import typing
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
+
+import msgspec
 
 from app.domain.records import ProcessedEvent, TimestampRecord
 
@@ -85,13 +86,14 @@ class Table:
         return {prefix + c.name: list(map(c.get, rows)) for c in self.written}
 
     def array_parameters(self, rows: Sequence, prefix: str = "") -> dict[str, str | list]:
-        """`arrays`, each uuid, timestamp or integer column as one array literal (`{v1,v2,NULL}`).
+        """`arrays`, each uuid, timestamp or integer column as one array literal (`{"v1","v2",null}`).
 
         psycopg2 adapts a list element by element (a UUID in Python, a datetime
-        as a `'...'::timestamptz` of its own): about 2 µs per value here. These
-        values' text forms hold no character an array literal must quote, so one
-        joined string is the same parameter at a fraction of the cost. Text
-        columns stay lists (psycopg2 quotes them).
+        as a `'...'::timestamptz` of its own): about 2 µs per value here. One
+        literal string is the same parameter; msgspec writes it in C (a JSON
+        array is an array literal once its brackets are braces: PostgreSQL takes
+        quoted elements and a `null` in any case). Text columns stay lists
+        (psycopg2 quotes them).
         """
         return {prefix + c.name: _LITERALS.get(c.sql_type, list)(map(c.get, rows)) for c in self.written}
 
@@ -100,17 +102,20 @@ class Table:
         return self._builder(row)
 
 
-def _literal(text: Callable[[Any], str]) -> Callable[[Iterable], str]:
-    """A PostgreSQL array literal of values whose `text` needs no quoting (None is NULL)."""
-    def literal(values: Iterable) -> str:
-        return "{" + ",".join("NULL" if v is None else text(v) for v in values) + "}"
-    return literal
+_json_encode = msgspec.json.Encoder().encode
 
 
-# Text forms without braces, commas, quotes, backslashes or spaces: a UUID's,
-# an aware datetime's isoformat() (an offset, never a naive time), an int's.
+def _array_literal(values: Iterable) -> str:
+    """A PostgreSQL array literal of UUIDs, aware datetimes or integers (None is NULL).
+
+    Their JSON forms hold no backslash or quote inside a string: a UUID's hex,
+    an RFC 3339 time (UTC as `Z`), a number.
+    """
+    return "{" + _json_encode(list(values))[1:-1].decode() + "}"
+
+
 _LITERALS: dict[str, Callable[[Iterable], str]] = {
-    "uuid": _literal(str), "timestamptz": _literal(datetime.isoformat), "integer": _literal(str), "bigint": _literal(str),
+    "uuid": _array_literal, "timestamptz": _array_literal, "integer": _array_literal, "bigint": _array_literal,
 }
 
 
