@@ -31,10 +31,10 @@ MIGRATIONS_DIR = Path(__file__).parents[1] / "migrations"
 # arrays (one parameter per column) come from the column specs of `app.adapters.schema`.
 _PERSIST_BATCH = f"""
     WITH batch AS (
-        SELECT * FROM {RECORDS.unnest()} AS b({RECORDS.insert_list})
+        SELECT * FROM {RECORDS.unnest()} WITH ORDINALITY AS b({RECORDS.insert_list}, ordinal)
     ), inserted AS (
         INSERT INTO timestamp_records ({RECORDS.insert_list})
-        SELECT * FROM batch
+        SELECT {RECORDS.insert_list} FROM batch
         ON CONFLICT (id) DO NOTHING
         RETURNING id, created_at
     ), logged AS (
@@ -45,7 +45,7 @@ _PERSIST_BATCH = f"""
         SELECT * FROM {EVENTS.unnest(prefix="s_")}
         ON CONFLICT (topic, partition, "offset") DO NOTHING
     )
-    SELECT id, created_at FROM inserted
+    SELECT b.ordinal, i.created_at FROM inserted i JOIN batch b USING (id)
 """
 
 
@@ -144,7 +144,8 @@ class Database:
                 **RECORDS.array_parameters(records), **EVENTS.array_parameters(skipped, prefix="s_"),
                 "persisted": Status.PERSISTED, "duplicate": Status.DUPLICATE,
             })
-            return dict(await cur.fetchall())
+            # Positions in the batch, not ids: psycopg2 parses a returned uuid in Python.
+            return {records[ordinal - 1].id: created_at for ordinal, created_at in await cur.fetchall()}
 
     async def fetch_records(self, ids: list[uuid.UUID]) -> list[TimestampRecord]:
         pool = await self.pool()
