@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from app.adapters.database import Database
+from app.domain.records import key_of
 from app.observability import metrics
 from tables.changelog_batch_writer import ChangelogBatchWriter, key_partition
 
@@ -71,7 +72,7 @@ class TableExpiry:
             rows, boundary = await self.database.expired_ids(after, self.retention_seconds, page)
             gone = []
             for id_, created_at in rows:
-                key = str(id_).encode()
+                key = key_of(id_)
                 partition = key_partition(key, self.partitions)
                 if partition in owned and created_at >= cursors.get(partition, NEVER) and self._holds(key):
                     gone.append((key, None))

@@ -13,7 +13,7 @@ from typing import Callable
 
 from app.adapters.database import Database
 from app.observability import metrics
-from app.domain.records import TimestampRecord
+from app.domain.records import TimestampRecord, key_of
 from app.faust_compat import fixes
 from app.faust_app import app
 from app.settings import settings
@@ -79,15 +79,15 @@ class TimestampTableWriter:
 
     async def update(self, records: list[TimestampRecord], inserted: dict) -> None:
         """Put newly inserted records in the table; fill in replayed ones it lacks."""
-        missing = [r for r in records if r.id not in inserted and timestamps_by_id.get(str(r.id).encode()) is None]
+        missing = [r for r in records if r.id not in inserted and timestamps_by_id.get(key_of(r.id)) is None]
         stored = {r.id: r for r in await self.database.fetch_records([r.id for r in missing])} if missing else {}
         now = datetime.now(timezone.utc)
         # An id the expiry has passed stays out: behind its cursor nothing would tombstone it again.
         stored = {i: r for i, r in stored.items() if not expired(r.created_at, settings.table_retention, now)}
         await self.changelog.put_many(
-            [(str(record.id).encode(), record.as_json(created_at=inserted[record.id])) for record in records
+            [(key_of(record.id), record.as_json(created_at=inserted[record.id])) for record in records
              if record.id in inserted]
-            + [(str(record.id).encode(), record.as_json()) for record in stored.values()]
+            + [(key_of(record.id), record.as_json()) for record in stored.values()]
         )
 
     async def stop(self) -> None:

@@ -6,14 +6,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable
 
+import msgspec
+
 from app.domain.commands import DecodeLimits, InvalidCommand, TimestampCommand, decode_command
 from app.domain.correlation import from_kafka_headers
 from app.domain.kafka_headers import UNDECODABLE_RECORD, undecodable_header_names
 from app.domain.records import ProcessedEvent, SourcePosition, Status, TimestampRecord
 
 
-@dataclass(frozen=True)
-class ConsumedMessage:
+class ConsumedMessage(msgspec.Struct, frozen=True):
     """The parts of a Kafka message the pipeline needs."""
 
     source: SourcePosition

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -12,8 +11,9 @@ import msgspec
 from app.domain.rfc3339 import format_rfc3339, in_utc
 
 
-@dataclass(frozen=True)
-class SourcePosition:
+# The records are msgspec Structs rather than frozen dataclasses: immutable and
+# hashable just the same, and built in C, several per consumed message.
+class SourcePosition(msgspec.Struct, frozen=True):
     """Where in Kafka an event was read."""
 
     topic: str
@@ -21,8 +21,7 @@ class SourcePosition:
     offset: int
 
 
-@dataclass(frozen=True)
-class TimestampRecord:
+class TimestampRecord(msgspec.Struct, frozen=True):
     """An enriched command: one row of `timestamp_records`."""
 
     id: uuid.UUID
@@ -84,6 +83,15 @@ class _View(msgspec.Struct, kw_only=True, omit_defaults=True):
 _encode_view = msgspec.json.Encoder().encode
 
 
+def key_of(command_id: uuid.UUID) -> bytes:
+    """A command id as a Kafka and query-table key: its canonical text (what str() gives) in UTF-8.
+
+    msgspec writes it in C (a UUID's JSON string, without the quotes); str() is
+    Python, and this runs for every record.
+    """
+    return _encode_view(command_id)[1:-1]
+
+
 class Status(StrEnum):
     """The fate of one Kafka message: `processed_events.status` (its CHECK constraint
     lists the same values; `tests.unit.test_status` keeps them in step) and the
@@ -95,8 +103,7 @@ class Status(StrEnum):
     FAILED = "failed"  # processing it raised (dead-lettered)
 
 
-@dataclass(frozen=True)
-class ProcessedEvent:
+class ProcessedEvent(msgspec.Struct, frozen=True):
     """One row of `processed_events`: the fate of one Kafka message."""
 
     source: SourcePosition

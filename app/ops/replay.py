@@ -24,7 +24,7 @@ from app.adapters.topic_reader import TopicReader
 from app.adapters.topics import topic_partitions
 from app.domain.batch_plan import ConsumedMessage
 from app.domain.commands import DecodeLimits
-from app.domain.records import SourcePosition
+from app.domain.records import SourcePosition, key_of
 from app.domain.rfc3339 import InvalidTimestamp, parse_rfc3339
 from app.ops import bulk_load
 from app.ops.deferred_indexes import DEFERRED_INDEXES, defer_secondary_indexes, rebuild_deferred_indexes
@@ -240,7 +240,7 @@ async def rebuild_table(kafka: Kafka, changelog_topic: str, database: Database,
         with tqdm(unit="record", disable=not progress, desc=f"rebuild {changelog_topic}") as bar:
             async for records in database.iter_records(batch_size):
                 await asyncio.gather(*[
-                    await producer.send(changelog_topic, key=str(r.id).encode(), value=r.as_json())
+                    await producer.send(changelog_topic, key=key_of(r.id), value=r.as_json())
                     for r in records
                 ])
                 written += len(records)

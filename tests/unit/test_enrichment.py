@@ -1,13 +1,13 @@
 import json
 import uuid
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from msgspec.structs import replace
 
 from app.domain.batch_plan import ConsumedMessage, plan_batch
 from app.domain.commands import encode_command
-from app.domain.records import SourcePosition, TimestampRecord
+from app.domain.records import SourcePosition, TimestampRecord, key_of
 from app.domain.rfc3339 import parse_rfc3339, utc_now
 
 UTC = timezone.utc
@@ -132,3 +132,8 @@ def test_record_json_is_byte_for_byte_the_compact_json_of_its_view(correlation_i
         source=SourcePosition("timestamp.command.v1", 3, 12345), created_at=created_at,
     )
     assert record.as_json() == json.dumps(record.as_view(), separators=(",", ":")).encode()
+
+
+def test_the_key_of_a_command_id_is_its_canonical_text():
+    ids = [uuid.uuid4() for _ in range(2_000)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
+    assert [key_of(i) for i in ids] == [str(i).encode() for i in ids]
