@@ -7,6 +7,7 @@ histograms, low-cardinality labels. `docs/operations.md` describes each one.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import deque
 from typing import Callable, Iterable
 
@@ -190,6 +191,7 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_consumer_lag_messages", "", labels=["topic", "partition"])
         yield GaugeMetricFamily(f"{PREFIX}_table_keys", "")
         yield GaugeMetricFamily(f"{PREFIX}_asyncio_tasks", "")
+        yield GaugeMetricFamily(f"{PREFIX}_gc_frozen_objects", "")
 
     def collect(self):
         lag = GaugeMetricFamily(
@@ -206,6 +208,11 @@ class PipelineCollector(Collector):
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_asyncio_tasks", "Tasks alive on the worker's event loop.", value=_tasks_alive(),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_gc_frozen_objects",
+            "Objects built at start-up that the garbage collector's full passes skip (gc.freeze at worker start).",
+            value=gc.get_freeze_count(),
         )
 
 

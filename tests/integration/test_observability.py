@@ -57,6 +57,10 @@ async def test_metrics_cover_rules_and_dashboards_and_pass_promtool(workers, htt
     route = (("method", "POST"), ("route", "/api/v1/timestamp/{value}"), ("status", "200"))
     assert values[("timestamp_http_requests_total", route)] == 1
     assert any(name.startswith("faust_") for name, _ in values)
+    ends = {dict(labels)["partition"]: v for (name, labels), v in values.items()
+            if name == "faust_topic_partition_end_offset" and dict(labels)["topic"] == namespace.topic}
+    assert sum(ends.values()) == 1  # the one command, read at scrape from what the fetcher saw
+    assert values[("timestamp_gc_frozen_objects", ())] > 10_000  # start-up's objects, out of full collections
 
     checked = subprocess.run([promtool_path(), "check", "metrics"], input=body, capture_output=True, text=True)
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
