@@ -79,15 +79,30 @@ class StallDetector:
         return stalled
 
 
-async def broker_end_offsets(app: faust.App, assigned: list, timeout: float) -> dict:
-    """tp -> end offset, asked of the broker; what the fetcher last saw when the broker does not answer in time."""
-    if not assigned:
-        return {}
-    try:
-        return dict(await asyncio.wait_for(app.consumer.highwaters(*assigned), timeout))
-    except Exception as exc:  # noqa: BLE001 - a broker away must not stop the timer; the fetcher's view will do
-        log.debug("End offsets from the broker failed (%r); using the fetcher's", exc)
-        return {tp: app.monitor.tp_end_offsets.get(tp, 0) for tp in assigned}
+class BrokerEndOffsets:
+    """End offsets asked of the broker, one question at a time.
+
+    When the broker does not answer within `timeout`, the answer is what the
+    fetcher last saw, and the question stays the one in flight: a broker that
+    is away gets one outstanding request from this timer, not one per tick.
+    """
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._asking: asyncio.Future | None = None
+
+    async def get(self, assigned: list, timeout: float) -> dict:
+        """tp -> end offset of each of `assigned`."""
+        if not assigned:
+            return {}
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.ensure_future(self.app.consumer.highwaters(*assigned))
+        done, _ = await asyncio.wait({self._asking}, timeout=timeout)
+        if done and not self._asking.exception():
+            return dict(self._asking.result())
+        if done:
+            log.debug("End offsets from the broker failed (%r); using the fetcher's", self._asking.exception())
+        return {tp: self.app.monitor.tp_end_offsets.get(tp, 0) for tp in assigned}
 
 
 def resume_stalled_partitions(app: faust.App, topic: str, idle_seconds: float = STALL_SECONDS,
@@ -101,6 +116,7 @@ def resume_stalled_partitions(app: faust.App, topic: str, idle_seconds: float = 
     """
     stalls = StallDetector(idle_seconds, starved_seconds)
     progress = PartitionProgress()
+    end_offsets = BrokerEndOffsets(app)
 
     @app.timer(interval=idle_seconds)
     async def resume_stalled_partitions() -> None:
@@ -112,7 +128,7 @@ def resume_stalled_partitions(app: faust.App, topic: str, idle_seconds: float = 
             progress.reset()
             return
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
-        ends = await broker_end_offsets(app, assigned, timeout=idle_seconds)
+        ends = await end_offsets.get(assigned, timeout=idle_seconds)
         committed_by_tp = committed_offsets(app.consumer)
         committed = {tp: committed_by_tp.get(tp) or 0 for tp in assigned}
         stuck = progress.observe({tp.partition: o for tp, o in committed.items()},

@@ -1,6 +1,9 @@
-"""The stall detector: a partition is stalled when its committed offset lags and stays put while the agent idles."""
+"""The stall detector: a partition is stalled when its committed offset lags and stays put while the agent idles or works on the others; end offsets come from the broker."""
 
-from app.faust_compat.stalls import StallDetector
+import asyncio
+from types import SimpleNamespace
+
+from app.faust_compat.stalls import BrokerEndOffsets, StallDetector
 
 
 def test_a_partition_is_stalled_after_two_idle_looks_at_the_same_committed_offset():
@@ -56,3 +59,49 @@ def test_a_starved_partition_being_written_or_moving_is_no_stall():
     assert stalls.stalled({"p0": 6}, {"p0": 8}, now=80) == {}  # it moved: the wait starts again
     assert stalls.stalled({"p0": 6}, {"p0": 8}, now=100) == {}
     assert stalls.stalled({"p0": 6}, {"p0": 8}, now=110) == {"p0": 6}
+
+
+class _Consumer:
+    def __init__(self, answer):
+        self.answer = answer
+        self.asked = 0
+
+    async def highwaters(self, *tps):
+        self.asked += 1
+        return await self.answer(tps)
+
+
+def _app(answer) -> SimpleNamespace:
+    return SimpleNamespace(consumer=_Consumer(answer), monitor=SimpleNamespace(tp_end_offsets={"p0": 3}))
+
+
+async def test_end_offsets_come_from_the_broker():
+    async def answer(tps):
+        return {tp: 9 for tp in tps}
+
+    app = _app(answer)
+    assert await BrokerEndOffsets(app).get(["p0", "p1"], timeout=1) == {"p0": 9, "p1": 9}
+
+
+async def test_a_broker_that_does_not_answer_gets_one_question_and_the_fetchers_view_is_used():
+    never = asyncio.Event()
+
+    async def answer(tps):
+        await never.wait()
+
+    app = _app(answer)
+    ends = BrokerEndOffsets(app)
+    for _ in range(3):
+        assert await ends.get(["p0", "p1"], timeout=0.01) == {"p0": 3, "p1": 0}
+    assert app.consumer.asked == 1
+
+
+async def test_a_failed_question_falls_back_and_the_next_tick_asks_again():
+    async def answer(tps):
+        raise ConnectionError("broker away")
+
+    app = _app(answer)
+    ends = BrokerEndOffsets(app)
+    assert await ends.get(["p0"], timeout=1) == {"p0": 3}
+    assert await ends.get(["p0"], timeout=1) == {"p0": 3}
+    assert app.consumer.asked == 2
