@@ -1,4 +1,5 @@
-"""The stall detector: a partition is stalled when its committed offset lags and stays put while the agent idles or works on the others; end offsets come from the broker."""
+"""The stall detector: a partition is stalled when its committed offset lags and stays put while the
+agent idles, or for long while it works on the others; end offsets come from the broker."""
 
 import asyncio
 from types import SimpleNamespace
