@@ -13,6 +13,7 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
+from app.adapters.topics import topic_partitions
 from tests.integration.conftest import wait_until
 from tests.integration.helpers import read_all
 
@@ -73,13 +74,23 @@ async def test_expired_ids_leave_the_table_and_its_changelog_and_are_answered_fr
     assert (await get(http, worker, old[0])) == (200, fresh_answers[old[0]], "database")
 
     # Compaction drops the expired values; recovery then reads the window (and recent tombstones) only.
+    # The broker compacts only closed segments, and a partition's segment closes at its next write: each
+    # look writes to every partition (a tombstone of a key the table never had), so none waits for a
+    # command that happens to hash to it.
     async def old_values_compacted():
-        await post(http, worker, 59)  # a write rolls the segment that holds the tombstones
+        await asyncio.gather(*[await roller.send(changelog, key=f"roll-{uuid.uuid4()}".encode(), value=None,
+                                                 partition=partition) for partition in partitions])
         keys_with_values = {r.key.decode() for r in await read_all(bootstrap_servers, changelog) if r.value}
         return keys_with_values.isdisjoint(old) or None
 
-    await wait_until(old_values_compacted, 120, "the expired ids' values compacted out of the changelog",
-                     interval=3)
+    partitions = await topic_partitions(bootstrap_servers, changelog)
+    roller = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await roller.start()
+    try:
+        await wait_until(old_values_compacted, 120, "the expired ids' values compacted out of the changelog",
+                         interval=3)
+    finally:
+        await roller.stop()
     recent = [await post(http, worker, 30 + i) for i in range(3)]  # inside the window when the worker stops
 
     async def recent_stored():
