@@ -118,17 +118,24 @@ def resume_stalled_partitions(app: faust.App, topic: str, idle_seconds: float = 
     progress = PartitionProgress()
     end_offsets = BrokerEndOffsets(app)
 
+    def settled() -> bool:
+        """No rebalance or table recovery under way: during one, partitions are paused on purpose
+        and committed offsets are not known yet."""
+        if app.flow_control.is_active() and not app.in_recovery:
+            return True
+        stalls.reset()  # judge stalls afresh after it
+        progress.reset()
+        return False
+
     @app.timer(interval=idle_seconds)
     async def resume_stalled_partitions() -> None:
         """Fetch a partition stuck behind a message that was never processed again from its committed offset."""
-        if not app.flow_control.is_active() or app.in_recovery:
-            # A rebalance or a table recovery is under way: partitions are paused on
-            # purpose and committed offsets are not known yet. Judge stalls afresh after.
-            stalls.reset()
-            progress.reset()
+        if not settled():
             return
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
         ends = await end_offsets.get(assigned, timeout=idle_seconds)
+        if not settled() or set(assigned) != {tp for tp in app.consumer.assignment() if tp.topic == topic}:
+            return  # a rebalance began while the broker was asked
         committed_by_tp = committed_offsets(app.consumer)
         committed = {tp: committed_by_tp.get(tp) or 0 for tp in assigned}
         stuck = progress.observe({tp.partition: o for tp, o in committed.items()},
