@@ -127,14 +127,17 @@ def resume_stalled_partitions(app: faust.App, topic: str, idle_seconds: float = 
         progress.reset()
         return False
 
+    def assigned_partitions() -> list:
+        return [tp for tp in app.consumer.assignment() if tp.topic == topic]
+
     @app.timer(interval=idle_seconds)
     async def resume_stalled_partitions() -> None:
         """Fetch a partition stuck behind a message that was never processed again from its committed offset."""
         if not settled():
             return
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
+        assigned = assigned_partitions()
         ends = await end_offsets.get(assigned, timeout=idle_seconds)
-        if not settled() or set(assigned) != {tp for tp in app.consumer.assignment() if tp.topic == topic}:
+        if not settled() or set(assigned) != set(assigned_partitions()):
             return  # a rebalance began while the broker was asked
         committed_by_tp = committed_offsets(app.consumer)
         committed = {tp: committed_by_tp.get(tp) or 0 for tp in assigned}

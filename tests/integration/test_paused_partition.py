@@ -43,15 +43,16 @@ async def test_a_partition_left_paused_is_fetched_again_while_the_others_flow(wo
                 sent += 2
             await asyncio.sleep(0.2)
 
+    def stuck_stored() -> int:
+        return namespace.query("SELECT count(*) FROM timestamp_records WHERE id = ANY(%s::uuid[])", (stuck,))[0][0]
+
     others = asyncio.create_task(keep_the_others_busy())
     try:
         async def stuck_processed():
-            rows = namespace.query("SELECT count(*) FROM timestamp_records WHERE id = ANY(%s::uuid[])", (stuck,))
-            return rows[0][0] == len(stuck)
+            return stuck_stored() == len(stuck)
 
         await asyncio.sleep(STARVED_SECONDS / 2)
-        assert namespace.query("SELECT count(*) FROM timestamp_records WHERE id = ANY(%s::uuid[])", (stuck,)) == [
-            (0,)], "the paused partition was fetched without the detector: the fault did not take"
+        assert stuck_stored() == 0, "the paused partition was fetched without the detector: the fault did not take"
         await wait_until(stuck_processed, STARVED_SECONDS + 30, "the paused partition's commands to be processed")
     finally:
         busy = False
