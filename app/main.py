@@ -22,6 +22,7 @@ import faust
 from app import aiohttp_compat, faust_compat
 from app.bootstrap import bootstrap
 from app.faust_app import app
+from app.faust_compat import table_store
 from app.observability import metrics
 from app.observability.tracing import setup_tracing
 from app.settings import SettingsError, settings
@@ -55,6 +56,7 @@ def start_worker(sender: faust.App, **kwargs) -> None:
         raise SettingsError(str(exc)) from None
     # Faust creates only the last level of its datadir; nested defaults need the rest.
     sender.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
+    table_store.bound_store_memory(tables.timestamps_by_id.timestamps_by_id)
     setup_tracing(settings.service_name)
     metrics.setup_faust_sensors(sender, name_prefix="faust")  # served at /metrics with ours
     metrics.collect_pipeline_metrics(sender, settings.command_topic, tables.timestamps_by_id.timestamps_by_id)

@@ -9,7 +9,8 @@ DATABASE_URL): open-loop POSTs and GETs spread over the workers (a GET on a
 worker that does not own the id is routed to the owner), and commands produced
 straight to Kafka. Every interval it records, per worker, the RSS and open file
 descriptors (/proc) and, from /metrics, the asyncio task count, the event-loop
-lag and the consumer lag; and the interval's POST and GET latency.
+lag, the consumer lag and the memory RocksDB holds for the table (by part); and
+the interval's POST and GET latency.
 
 At the end: every accepted POST and every produced command must be a row, once
 (`lost`, `unexpected`), and no worker may report an audit gap. The verdicts
@@ -51,6 +52,9 @@ P99_DRIFT_LIMIT = 1.5
 WARM_UP_MINUTES = 5
 
 
+MB = 1024 * 1024
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -66,12 +70,15 @@ def worker_metrics(exposition: str) -> dict:
     """What a sample reads of a worker's /metrics."""
     values = {"asyncio_tasks": 0.0, "event_loop_lag_seconds": 0.0, "consumer_lag_messages": 0.0,
               "audit_gap_messages": 0.0}
+    store_memory: dict[str, float] = {}
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
             name = sample.name.removeprefix("timestamp_")
             if name in values:
                 values[name] += sample.value
-    return values
+            elif name == "table_store_memory_bytes":
+                store_memory[sample.labels["part"]] = round(sample.value / MB, 2)
+    return {**{k: round(v, 4) for k, v in values.items()}, "table_store_memory_mb": store_memory}
 
 
 def growth_per_30_min(samples: list[tuple[float, float]]) -> float | None:
@@ -171,7 +178,7 @@ class Soak:
                 metrics = worker_metrics(await response.text())
             pid = worker.process.pid
             sample[f"worker-{number}"] = {"rss_mb": round(rss_mb(pid), 1), "open_fds": open_fds(pid),
-                                          **{k: round(v, 4) for k, v in metrics.items()}}
+                                          **metrics}
         return sample
 
     async def wait_persisted(self, timeout: float) -> dict:
@@ -250,6 +257,8 @@ def plot(result: dict, path: Path) -> Path:
     fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
     for name in result["intervals"][0]["workers"]:
         axes[0].plot(minutes, [i["workers"][name]["rss_mb"] for i in result["intervals"]], "o-", label=name)
+        axes[0].plot(minutes, [sum(i["workers"][name].get("table_store_memory_mb", {}).values())
+                               for i in result["intervals"]], "--", label=f"{name}: RocksDB")
         axes[1].plot(minutes, [i["workers"][name]["event_loop_lag_seconds"] * 1000 for i in result["intervals"]],
                      "o-", label=name)
     for method in ("post", "get"):

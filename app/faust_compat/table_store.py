@@ -6,6 +6,9 @@ method recovery uses, persisted offsets included. That method reads, of each
 event, `key`, `value` and `message.{topic, partition, offset, tp}` (faust 0.15's
 `Store.apply_changelog_batch` for the memory and RocksDB stores);
 `tests.unit.test_table_store` fails when a Faust upgrade reads more.
+
+It also opens the store's RocksDB databases so that their memory has a bound
+(`bound_store_memory`) and reports that memory (`store_memory`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import errno
 from typing import Iterable, NamedTuple, Sequence
 
-from faust.stores.rocksdb import Store as RocksDBStore
+import rocksdict
+from faust.stores.rocksdb import RocksDBOptions, Store as RocksDBStore
 from faust.types import TP
 
 from app.faust_compat import fixes
@@ -44,6 +48,72 @@ def changelog_events(topic: str, partition: int, first_offset: int,
     tp = TP(topic, partition)
     return [ChangelogEvent(key, value, ChangelogMessage(topic, partition, offset, key, value, tp))
             for offset, (key, value) in enumerate(items, first_offset)]
+
+
+class BoundedRocksDBOptions(RocksDBOptions):
+    """Faust's RocksDB options, with each partition's index and filter blocks held in its block cache.
+
+    Faust opens every SST file's index and filter blocks outside the block cache
+    (rocksdict's defaults): they grow with the keys the partition ever held, about
+    2 bytes a key, with no bound. Charged to the cache, they share its size: the
+    memory a partition takes no longer grows with its history. The index and the
+    filters are partitioned (two-level), so a GET reads the small pieces it needs
+    and only the top levels, and those of the newest (L0) files, stay pinned.
+    """
+
+    def as_options(self):
+        options = super().as_options()
+        if self.use_rocksdict:
+            options.set_block_based_table_factory(self.block_based_table())
+        return options
+
+    def block_based_table(self) -> rocksdict.BlockBasedOptions:
+        table = rocksdict.BlockBasedOptions()
+        table.set_block_cache(rocksdict.Cache(self.block_cache_size))
+        table.set_bloom_filter(self.bloom_filter_size, False)  # full filters (partitioned ones need them)
+        table.set_index_type(rocksdict.BlockBasedIndexType.two_level_index_search())
+        table.set_partition_filters(True)
+        table.set_metadata_block_size(4096)
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_top_level_index_and_filter(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        return table
+
+
+def bound_store_memory(table) -> None:
+    """Open the table's RocksDB databases with `BoundedRocksDBOptions` (before the worker opens any).
+
+    Faust builds its options from the table's `options` in the store's constructor
+    and opens each partition's database with them (`Store.rocksdb_options.open`);
+    `tests.unit.test_table_store` fails when a Faust upgrade opens them otherwise.
+    """
+    store = table.data
+    if not isinstance(store, RocksDBStore) or isinstance(store.rocksdb_options, BoundedRocksDBOptions):
+        return
+    if fixes.rocksdb_databases(store):
+        raise RuntimeError(f"table {table.name}: its RocksDB databases were opened before their options were set")
+    store.rocksdb_options = BoundedRocksDBOptions(**store.options, use_rocksdict=store.use_rocksdict)
+
+
+# What RocksDB holds in memory for a database, by the property that reports it.
+STORE_MEMORY_PROPERTIES = {
+    "memtables": "rocksdb.cur-size-all-mem-tables",
+    "block_cache": "rocksdb.block-cache-usage",  # with the index and filter blocks charged to it
+    "table_readers": "rocksdb.estimate-table-readers-mem",  # index and filter blocks held outside the cache
+}
+
+
+def store_memory(table) -> dict[str, int]:
+    """Bytes RocksDB holds for the table in this worker, by part, over every open partition (active
+    and standby); empty for the memory store. Each partition has its own cache, so the sum is the total."""
+    store = table.data
+    if not isinstance(store, RocksDBStore):
+        return {}
+    totals = dict.fromkeys(STORE_MEMORY_PROPERTIES, 0)
+    for database in list(fixes.rocksdb_databases(store).values()):
+        for part, name in STORE_MEMORY_PROPERTIES.items():
+            totals[part] += database.property_int_value(name) or 0
+    return totals
 
 
 class TableStoreUnwritable(OSError):

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.domain.records import Status
-from app.faust_compat.table_store import estimated_key_count
+from app.faust_compat.table_store import estimated_key_count, store_memory
 
 PREFIX = "timestamp"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -180,16 +180,19 @@ for outcome in Status:
 
 
 class PipelineCollector(Collector):
-    """Values read at scrape time: consumer lag per partition and table size."""
+    """Values read at scrape time: consumer lag per partition, table size and the table store's memory."""
 
-    def __init__(self, lag: Callable[[], Iterable[tuple[str, int, int]]], table_keys: Callable[[], int]) -> None:
+    def __init__(self, lag: Callable[[], Iterable[tuple[str, int, int]]], table_keys: Callable[[], int],
+                 table_store_memory: Callable[[], dict[str, int]]) -> None:
         self._lag = lag
         self._table_keys = table_keys
+        self._table_store_memory = table_store_memory
 
     def describe(self):
         """The names, without reading the worker's state (the registry asks at registration)."""
         yield GaugeMetricFamily(f"{PREFIX}_consumer_lag_messages", "", labels=["topic", "partition"])
         yield GaugeMetricFamily(f"{PREFIX}_table_keys", "")
+        yield GaugeMetricFamily(f"{PREFIX}_table_store_memory_bytes", "", labels=["part"])
         yield GaugeMetricFamily(f"{PREFIX}_asyncio_tasks", "")
         yield GaugeMetricFamily(f"{PREFIX}_gc_frozen_objects", "")
 
@@ -206,6 +209,15 @@ class PipelineCollector(Collector):
             f"{PREFIX}_table_keys", "Keys of the query table in this worker's partitions (RocksDB's estimate).",
             value=self._table_keys(),
         )
+        memory = GaugeMetricFamily(
+            f"{PREFIX}_table_store_memory_bytes",
+            "Memory RocksDB holds for the query table's partitions in this worker, active and standby: "
+            "memtables, block cache (index and filter blocks included), table readers (outside the cache).",
+            labels=["part"],
+        )
+        for part, value in self._table_store_memory().items():
+            memory.add_metric([part], value)
+        yield memory
         yield GaugeMetricFamily(
             f"{PREFIX}_asyncio_tasks", "Tasks alive on the worker's event loop.", value=_tasks_alive(),
         )
@@ -351,7 +363,8 @@ def collect_pipeline_metrics(app, command_topic: str, table) -> None:
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == command_topic}
         return estimated_key_count(table, owned)
 
-    register_collector(PipelineCollector(lag=consumer_lag, table_keys=table_keys))
+    register_collector(PipelineCollector(lag=consumer_lag, table_keys=table_keys,
+                                         table_store_memory=lambda: store_memory(table)))
 
     @app.task
     async def probe_event_loop_lag() -> None:

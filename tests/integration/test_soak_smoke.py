@@ -44,6 +44,9 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
             assert interval[method]["requests"] == 50 * INTERVAL_SECONDS
             assert interval[method]["p99_ms"] is not None
     assert intervals[-1]["produced_total"] > 0
+    for sample in intervals[-1]["workers"].values():  # the workers' RocksDB stores, read from their /metrics
+        assert set(sample["table_store_memory_mb"]) == {"memtables", "block_cache", "table_readers"}
+        assert sample["table_store_memory_mb"]["memtables"] > 0
 
     audit = result["audit"]
     assert audit["accepted_posts"] > 0 and audit["produced"] >= intervals[-1]["produced_total"]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import faust
 import pytest
 
-from app.faust_compat.table_store import apply_to_store, changelog_events, estimated_key_count
+from app.faust_compat import fixes
+from app.faust_compat.table_store import (
+    BoundedRocksDBOptions, apply_to_store, bound_store_memory, changelog_events, estimated_key_count, store_memory,
+)
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
@@ -62,3 +65,51 @@ def test_key_count_of_owned_partitions_without_reading_the_keys(store, tmp_path)
         assert estimated_key_count(table, set()) == 0
     else:  # the memory store holds what it was given
         assert estimated_key_count(table, {1}) == 100
+
+
+MIB = 1024 * 1024
+
+
+def _flushed_store_memory(tmp_path, name: str, bounded: bool) -> dict[str, int]:
+    """Memory of a RocksDB table of 1 partition after 160,000 keys went to disk in 8 flushes."""
+    app = faust.App(name, store="rocksdb://", datadir=str(tmp_path / name), topic_partitions=1)
+    table = app.Table("t", key_type=bytes, value_type=bytes, partitions=1, use_partitioner=True,
+                      options={"write_buffer_size": 8 * MIB, "max_write_buffer_number": 2, "block_cache_size": 8 * MIB})
+    if bounded:
+        bound_store_memory(table)
+        assert isinstance(table.data.rocksdb_options, BoundedRocksDBOptions)
+    topic = table.changelog_topic.get_topic_name()
+    for batch in range(8):
+        first = batch * 20_000
+        apply_to_store(table, changelog_events(topic, 0, first, [(b"%032d" % i, b"v" * 150)
+                                                                for i in range(first, first + 20_000)]))
+        fixes.rocksdb_databases(table.data)[0].flush()
+    assert table.get(b"%032d" % 12345) == b"v" * 150
+    return store_memory(table)
+
+
+def test_bounded_stores_hold_index_and_filter_blocks_in_the_block_cache(tmp_path):
+    """Faust's options keep every file's index and filters outside the cache, growing with the keys;
+    the bounded options charge them to the block cache, whose size caps them."""
+    faust_default = _flushed_store_memory(tmp_path, "store-memory-faust", bounded=False)
+    bounded = _flushed_store_memory(tmp_path, "store-memory-bounded", bounded=True)
+
+    assert set(bounded) == {"memtables", "block_cache", "table_readers"}
+    assert faust_default["table_readers"] > 200_000  # the files' index and filters (~2 bytes a key), unbounded
+    assert bounded["table_readers"] < faust_default["table_readers"] / 10  # what is left: the files' handles
+    assert 0 < bounded["block_cache"] <= 8 * MIB  # the index and filter blocks are in it, under its size
+
+
+def test_bounding_a_store_comes_before_its_databases_open(tmp_path):
+    app = faust.App("store-bound-late", store="rocksdb://", datadir=str(tmp_path), topic_partitions=1)
+    table = app.Table("t", key_type=bytes, value_type=bytes, partitions=1, use_partitioner=True)
+    apply_to_store(table, changelog_events(table.changelog_topic.get_topic_name(), 0, 0, [(b"k", b"v")]))
+    with pytest.raises(RuntimeError, match="opened before their options were set"):
+        bound_store_memory(table)
+
+
+def test_the_memory_store_has_no_rocksdb_memory(tmp_path):
+    app = faust.App("store-memory-none", store="memory://", datadir=str(tmp_path), topic_partitions=1)
+    table = app.Table("t", key_type=bytes, value_type=bytes, partitions=1)
+    bound_store_memory(table)  # nothing to bound
+    assert store_memory(table) == {}
