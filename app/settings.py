@@ -218,7 +218,8 @@ class Settings:
         "See the memory budget in docs/deployment.md.")
     table_rocksdb_block_cache_mib: int = _setting(
         "8", _positive_int,
-        "RocksDB block cache per table partition (MiB), for the GETs that read the store.")
+        "RocksDB block cache per table partition (MiB): the blocks GETs read, and the index and filter blocks "
+        "of the partition's files, so its memory does not grow with the table's history.")
     table_retention: float | None = _setting(
         "forever", _retention,
         "How long an id stays in the query table, from its record's created_at (e.g. 7d, 12h); "

@@ -381,8 +381,8 @@ def test_environment_names_are_settings_the_service_reads(everything, example):
 
 
 def _memory_budget_mib(write_buffer: int, block_cache: int, base: int, partitions: int) -> int:
-    """docs/deployment.md "Memory budget": base + each partition's 2 memtables, block cache and 2 MiB."""
-    return base + partitions * (2 * write_buffer + block_cache + 2)
+    """docs/deployment.md "Memory budget": base + each partition's 2 memtables and block cache."""
+    return base + partitions * (2 * write_buffer + block_cache)
 
 
 def test_memory_request_and_limit_follow_from_the_budget(default):

@@ -190,7 +190,7 @@ DOCUMENTED_METRICS = {
     "timestamp_db_write_failures_total", "timestamp_end_to_end_latency_seconds",
     "timestamp_consumer_lag_messages", "timestamp_table_keys", "timestamp_circuit_breaker_state",
     "timestamp_dead_letters_total", "timestamp_audit_gap_messages", "timestamp_audit_last_success_timestamp_seconds", "timestamp_partition_stalled",
-    "timestamp_table_store_unwritable",
+    "timestamp_table_store_unwritable", "timestamp_table_store_memory_bytes",
 }
 
 

@@ -74,11 +74,11 @@ app.kubernetes.io/part-of: timestamp-pipeline
 {{- end }}
 
 {{/* The worker's memory budget in MiB (docs/deployment.md "Memory budget"): the base, plus each
-table partition a pod can hold (all of them, after a failover) with its RocksDB store: 2 memtables,
-the block cache and 2 MiB of index and filter blocks. */}}
+table partition a pod can hold (all of them, after a failover) with its RocksDB store: 2 memtables
+and the block cache, which also holds the index and filter blocks. */}}
 {{- define "timestamp-pipeline.memoryBudgetMiB" -}}
 {{- $store := .Values.tableStore }}
-{{- $perPartition := add (mul 2 (int $store.rocksdbWriteBufferMiB)) (int $store.rocksdbBlockCacheMiB) 2 }}
+{{- $perPartition := add (mul 2 (int $store.rocksdbWriteBufferMiB)) (int $store.rocksdbBlockCacheMiB) }}
 {{- add (int .Values.memory.baseMiB) (mul $perPartition (int .Values.kafka.commandTopicPartitions)) }}
 {{- end }}
 
