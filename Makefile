@@ -64,7 +64,7 @@ worker: venv
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test: stack-up deploy-tools toxiproxy $(VENV)/.installed-bench
+test: stack-up deploy-tools toxiproxy vegeta $(VENV)/.installed-bench
 	$(WITH_STACK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 # buildah + debootstrap (apt), helm (go install), the KEDA and prometheus-operator
@@ -82,7 +82,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	$(PY) -m pip install -q -c requirements.lock -e '.[test,bench]'
 	touch $@
 
-bench: stack-up $(VENV)/.installed-bench
+bench: stack-up vegeta $(VENV)/.installed-bench
 	$(WITH_STACK_ENV) $(PY) -m bench --events $(EVENTS) --plot $(BENCH_ARGS)
 
 SOAK_MINUTES ?= 30
@@ -90,6 +90,11 @@ SOAK_ARGS ?=
 # Not in `make test` (which runs a 60-second smoke of it): docs/performance.md "Soak".
 soak: stack-up $(VENV)/.installed-bench
 	$(WITH_STACK_ENV) $(PY) -m bench.soak --minutes $(SOAK_MINUTES) --plot $(SOAK_ARGS)
+
+# Vegeta, the HTTP load generator of make bench, built with go install into .stack/bin.
+.PHONY: vegeta
+vegeta:
+	bash bench/install-vegeta.sh >/dev/null
 
 # Toxiproxy's server, built with go install into .stack/bin (chaos/install-toxiproxy.sh).
 .PHONY: toxiproxy

@@ -79,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--post-rates", type=_rates, default=_rates(DEFAULT_RATES), help=f"default {DEFAULT_RATES}")
     p.add_argument("--get-rates", type=_rates, default=_rates(DEFAULT_RATES), help=f"default {DEFAULT_RATES}")
     p.add_argument("--http-duration", type=float, default=10.0, help="seconds per rate (default 10)")
+    p.add_argument("--http-client", choices=("vegeta", "python"), default="vegeta",
+                   help="what sends the HTTP steps: vegeta (a Go load generator, built on first use; default) "
+                        "or python (an aiohttp client in this process, which competes with the worker for CPU)")
     p.add_argument("--http-timeout", type=float, default=5.0, help="client timeout per request (default 5 s)")
     p.add_argument("--get-background-rate", type=float, default=500.0,
                    help="events/s produced straight to Kafka during GET steps (default 500)")
@@ -120,6 +123,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict:
             "events": events, "partitions": PARTITIONS, "topic": topic,
             "post_rates": args.post_rates, "get_rates": args.get_rates,
             "http_duration_seconds": args.http_duration, "http_timeout_seconds": args.http_timeout,
+            "http_client": args.http_client,
             "get_background_events_per_second": args.get_background_rate,
             "recovery_ids": args.recovery_ids,
             "worker_environment": worker_environment(),
@@ -170,7 +174,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict:
         step(f"HTTP: POST at {args.post_rates}, GET at {args.get_rates} per second")
         result["http"] = await measure_http(
             bootstrap, server, f"{prefix}-http", workdir, args.post_rates, args.get_rates, args.http_duration,
-            args.get_background_rate, timeout=args.http_timeout,
+            args.get_background_rate, timeout=args.http_timeout, client=args.http_client,
         )
 
         histories = [int(x) for x in args.recovery_ids.split(",") if int(x) > 0]

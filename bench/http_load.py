@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import time
 import uuid
 from collections import Counter
@@ -31,7 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.adapters.kafka_client import client_options
 from app.adapters.topics import ensure_topic
+from bench import vegeta
 from bench.ceilings import drop_database, fresh_database
+from bench.latency import step_result
 from bench.live_worker import worker_env
 from tests.worker_process import Worker
 
@@ -41,25 +42,11 @@ POST_TIMESTAMP = "2024-02-29T12:00:00Z"
 CONNECTIONS = 1024
 
 
-def latency_stats(latencies: list[float]) -> dict:
-    """p50, p99 and max in milliseconds (None without data)."""
-    if not latencies:
-        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
-    ms = sorted(x * 1000 for x in latencies)
-    if len(ms) == 1:
-        p50 = p99 = ms[0]
-    else:
-        cuts = statistics.quantiles(ms, n=100, method="inclusive")
-        p50, p99 = cuts[49], cuts[98]
-    return {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(ms[-1], 2)}
-
-
 async def open_loop(send: Callable[[int], Awaitable[int]], rate: float, duration: float, timeout: float,
                     ok_status: int) -> dict:
     """Call `send(i)` (returns the HTTP status) at `rate` per second for `duration` seconds."""
     loop = asyncio.get_running_loop()
     total = max(1, round(rate * duration))
-    latencies: list[float] = []
     by_status: dict[str, list[float]] = {}
     outcomes: Counter[str] = Counter()
     send_lags: list[float] = []
@@ -76,9 +63,7 @@ async def open_loop(send: Callable[[int], Awaitable[int]], rate: float, duration
         except aiohttp.ClientError as exc:
             outcomes[type(exc).__name__] += 1
             return
-        latency = loop.time() - due
-        latencies.append(latency)
-        by_status.setdefault(str(status), []).append(latency)
+        by_status.setdefault(str(status), []).append(loop.time() - due)
         outcomes[str(status)] += 1
 
     tasks = []
@@ -90,19 +75,9 @@ async def open_loop(send: Callable[[int], Awaitable[int]], rate: float, duration
         tasks.append(asyncio.create_task(one(i, due)))
     sent_in = loop.time() - start
     await asyncio.gather(*tasks)
-    errors = {k: v for k, v in sorted(outcomes.items()) if k != str(ok_status)}
-    return {
-        "rate": rate,
-        "duration_seconds": duration,
-        "requests": total,
-        "sent_per_second": round(total / sent_in, 1) if sent_in > 0 else None,
-        "ok": outcomes[str(ok_status)],
-        **latency_stats(latencies),
-        "errors": errors,
-        "error_count": sum(errors.values()),
-        "client_send_lag_max_ms": round(max(send_lags) * 1000, 2),
-        "latency_by_status": {k: {"count": len(v), **latency_stats(v)} for k, v in sorted(by_status.items())},
-    }
+    return step_result(rate=rate, duration=duration, requests=total,
+                       sent_per_second=round(total / sent_in, 1) if sent_in > 0 else None,
+                       outcomes=outcomes, by_status=by_status, send_lags=send_lags, ok_status=ok_status)
 
 
 def passes(step: dict) -> bool:
@@ -158,8 +133,10 @@ async def produce_at_rate(bootstrap: str, topic: str, rate: float, stop: asyncio
 class HttpBench:
     """One worker on its own topic and database, and the steps run against it."""
 
-    def __init__(self, bootstrap: str, server_url: str, name: str, workdir: Path, timeout: float) -> None:
+    def __init__(self, bootstrap: str, server_url: str, name: str, workdir: Path, timeout: float,
+                 vegeta: str | None = None) -> None:
         self.bootstrap, self.server_url, self.name, self.workdir = bootstrap, server_url, name, workdir
+        self.vegeta = vegeta  # the Vegeta binary that sends the requests; None: this process's aiohttp client
         self.topic = name.replace("-", ".")
         self.database = name.replace("-", "_")
         self.timeout = timeout
@@ -203,7 +180,12 @@ class HttpBench:
                 return response.status
 
         shed_before = await self._shed_total()
-        step = await open_loop(send, rate, duration, self.timeout, ok_status=200)
+        if self.vegeta:
+            results = await vegeta.attack(self.vegeta, [f"POST {url}"], rate, duration, self.timeout, CONNECTIONS)
+            step = vegeta.step_statistics(results, rate, duration, ok_status=200)
+            accepted = [json.loads(vegeta.body_of(r))["id"] for r in results if r["code"] == 200]
+        else:
+            step = await open_loop(send, rate, duration, self.timeout, ok_status=200)
         step["shed_by_server"] = int(await self._shed_total() - shed_before)
         self.accepted.extend(accepted)
         step["accepted_not_persisted"] = await self._wait_persisted(accepted)
@@ -238,7 +220,13 @@ class HttpBench:
         stop = asyncio.Event()
         background = asyncio.create_task(produce_at_rate(self.bootstrap, self.topic, background_rate, stop))
         try:
-            step = await open_loop(send, rate, duration, self.timeout, ok_status=200)
+            if self.vegeta:
+                targets = [f"GET {base}{i}" for i in ids]
+                step = vegeta.step_statistics(
+                    await vegeta.attack(self.vegeta, targets, rate, duration, self.timeout, CONNECTIONS),
+                    rate, duration, ok_status=200)
+            else:
+                step = await open_loop(send, rate, duration, self.timeout, ok_status=200)
         finally:
             stop.set()
             produced = await background
@@ -249,9 +237,13 @@ class HttpBench:
 
 async def measure_http(bootstrap: str, server_url: str, name: str, workdir: Path, post_rates: list[float],
                        get_rates: list[float], duration: float, background_rate: float,
-                       timeout: float = 5.0, pause: float = 1.0) -> dict:
-    """POST steps, then GET steps, against one fresh worker; the topic is left to the caller to delete."""
-    async with HttpBench(bootstrap, server_url, name, workdir, timeout) as bench:
+                       timeout: float = 5.0, pause: float = 1.0, client: str = "python") -> dict:
+    """POST steps, then GET steps, against one fresh worker; the topic is left to the caller to delete.
+
+    `client`: "python" (this process's aiohttp client) or "vegeta" (bench.vegeta, a Go load generator).
+    """
+    binary = vegeta.vegeta_binary() if client == "vegeta" else None
+    async with HttpBench(bootstrap, server_url, name, workdir, timeout, vegeta=binary) as bench:
         post = []
         for rate in post_rates:
             post.append(await bench.post_step(rate, duration))
@@ -261,6 +253,7 @@ async def measure_http(bootstrap: str, server_url: str, name: str, workdir: Path
             get.append(await bench.get_step(rate, duration, background_rate))
             await asyncio.sleep(pause)
     return {
+        "client": client,
         "request_timeout_seconds": timeout,
         "get_background_events_per_second": background_rate,
         "post": post,

@@ -53,7 +53,8 @@ from app.adapters.kafka_client import client_options
 from app.adapters.topics import ensure_topic
 from app.domain.records import SourcePosition, TimestampRecord
 from bench.ceilings import delete_topic, drop_database, fresh_database, raw_insert
-from bench.http_load import latency_stats, metric_value
+from bench.http_load import metric_value
+from bench.latency import latency_stats
 from bench.live_worker import worker_env
 from tables.table_expiry import changelog_topic_config
 from tests.worker_process import Worker

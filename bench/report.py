@@ -83,6 +83,7 @@ def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str
 def _http_title(result: dict, method: str) -> str:
     http = result["http"]
     title = f"HTTP {method.upper()}, open loop, {result['parameters']['http_duration_seconds']:g} s per rate"
+    title += f", sent by {http.get('client', 'python')}"  # results before the choice were all Python's
     if method == "get":
         title += f", {http['get_background_events_per_second']:g} events/s produced to Kafka meanwhile"
     return title

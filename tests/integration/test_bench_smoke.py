@@ -61,6 +61,7 @@ def test_bench_smoke_measures_every_section(tmp_path, bootstrap_servers, server_
     assert result["record_reader"]["records"] == EVENTS
 
     http = result["http"]
+    assert http["client"] == result["parameters"]["http_client"] == "vegeta"  # the default load generator
     for method in ("post", "get"):
         assert [step["rate"] for step in http[method]] == RATES
         for step in http[method]:
