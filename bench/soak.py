@@ -15,7 +15,9 @@ the interval's POST and GET latency.
 At the end: every accepted POST and every produced command must be a row, once
 (`lost`, `unexpected`), and no worker may report an audit gap. The verdicts
 compare with issue 21's targets: RSS growth after the first 5 minutes (per 30
-minutes), p99 of the last 5 minutes against minutes 5-10. Writes
+minutes), p99 of the last 5 minutes against minutes 5-10. Beside them: the growth
+of RSS less what the table's RocksDB stores hold (they fill up to their size),
+and the stores' peak against their budget (docs/deployment.md). Writes
 bench/results/soak-<UTC time>.json and, with --plot, a PNG next to it. Stops
 every process it started and drops its database, whatever happens.
 """
@@ -37,6 +39,7 @@ import psycopg2
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.adapters.topics import ensure_topic
+from app.settings import SETTINGS
 from bench.ceilings import delete_topics_containing, drop_database, fresh_database
 from bench.http_load import POST_TIMESTAMP, open_loop, produce_at_rate
 from bench.live_worker import worker_env
@@ -92,12 +95,26 @@ def growth_per_30_min(samples: list[tuple[float, float]]) -> float | None:
     return round(30 * sum((m - mean_m) * (v - mean_v) for m, v in points) / spread, 2) if spread else None
 
 
+def table_store_budget_mb() -> float:
+    """The most a worker's table stores may hold (docs/deployment.md, "Memory budget"): every partition's
+    2 memtables and block cache, from the workers' environment or the service's defaults."""
+    def mib(name: str) -> int:
+        return int(os.environ.get(name, SETTINGS[name].default))
+    per_partition = 2 * mib("TABLE_ROCKSDB_WRITE_BUFFER_MIB") + mib("TABLE_ROCKSDB_BLOCK_CACHE_MIB")
+    return round(PARTITIONS * per_partition * 1024 * 1024 / MB, 1)
+
+
 def verdicts(intervals: list[dict], audit: dict) -> dict:
     """Issue 21's soak targets, each None when the run was too short to judge."""
     minutes = [i["end_seconds"] / 60 for i in intervals]
-    rss = {}
+    rss, rss_less_store, store_peak = {}, {}, {}
     for name in intervals[0]["workers"] if intervals else []:
-        rss[name] = growth_per_30_min([(m, i["workers"][name]["rss_mb"]) for m, i in zip(minutes, intervals)])
+        samples = [(m, i["workers"][name]) for m, i in zip(minutes, intervals)]
+        rss[name] = growth_per_30_min([(m, w["rss_mb"]) for m, w in samples])
+        # RocksDB's memtables and block cache fill up to their configured size: the rest is what must stay flat.
+        store = [(m, sum(w.get("table_store_memory_mb", {}).values())) for m, w in samples]
+        rss_less_store[name] = growth_per_30_min([(m, w["rss_mb"] - held) for (m, w), (_, held) in zip(samples, store)])
+        store_peak[name] = round(max((held for _, held in store), default=0.0), 2)
 
     def p99(method: str, first: float, last: float) -> float | None:
         """The median of the window's per-interval p99s: one stalled minute does not decide it."""
@@ -112,9 +129,14 @@ def verdicts(intervals: list[dict], audit: dict) -> dict:
         drift[method] = {"median_p99_ms_minutes_5_10": early, "median_p99_ms_last_5_minutes": late,
                          "ratio": round(late / early, 2) if early and late and total >= 15 else None}
     growths = [g for g in rss.values() if g is not None]
+    budget = table_store_budget_mb()
     return {
         "rss_growth_mb_per_30_min": rss,
         "rss_within_limit": (max(growths) <= RSS_GROWTH_LIMIT_MB_PER_30_MIN) if growths else None,
+        "rss_less_table_store_growth_mb_per_30_min": rss_less_store,
+        "table_store_peak_mb": store_peak,
+        "table_store_budget_mb": budget,
+        "table_store_within_budget": all(peak <= budget for peak in store_peak.values()),
         "p99_drift": drift,
         "p99_within_limit": all(d["ratio"] <= P99_DRIFT_LIMIT for d in drift.values())
         if all(d["ratio"] is not None for d in drift.values()) else None,

@@ -53,4 +53,6 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
     assert (audit["lost"], audit["unexpected"], audit["duplicated_rows"], audit["audit_gap_messages"]) == (0, 0, 0, 0)
     assert audit["rows"] == audit["accepted_posts"] + audit["produced"]
     assert result["verdicts"]["nothing_lost"] is True
+    assert result["verdicts"]["table_store_within_budget"] is True  # 8 stores of (2 x 4 + 8) MiB at most
+    assert set(result["verdicts"]["rss_less_table_store_growth_mb_per_30_min"]) == {"worker-0", "worker-1"}
     assert result_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
