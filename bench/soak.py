@@ -101,7 +101,7 @@ def table_store_budget_mb() -> float:
     def mib(name: str) -> int:
         return int(os.environ.get(name, SETTINGS[name].default))
     per_partition = 2 * mib("TABLE_ROCKSDB_WRITE_BUFFER_MIB") + mib("TABLE_ROCKSDB_BLOCK_CACHE_MIB")
-    return round(PARTITIONS * per_partition * 1024 * 1024 / MB, 1)
+    return float(PARTITIONS * per_partition)  # MiB, the unit of MB here
 
 
 def verdicts(intervals: list[dict], audit: dict) -> dict:
