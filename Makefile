@@ -88,10 +88,10 @@ bench: stack-up vegeta $(VENV)/.installed-bench
 SOAK_MINUTES ?= 30
 SOAK_ARGS ?=
 # Not in `make test` (which runs a 60-second smoke of it): docs/performance.md "Soak".
-soak: stack-up $(VENV)/.installed-bench
+soak: stack-up vegeta $(VENV)/.installed-bench
 	$(WITH_STACK_ENV) $(PY) -m bench.soak --minutes $(SOAK_MINUTES) --plot $(SOAK_ARGS)
 
-# Vegeta, the HTTP load generator of make bench, built with go install into .stack/bin.
+# Vegeta, the HTTP load generator of make bench and make soak, built with go install into .stack/bin.
 .PHONY: vegeta
 vegeta:
 	bash bench/install-vegeta.sh >/dev/null

@@ -10,7 +10,10 @@ worker that does not own the id is routed to the owner), and commands produced
 straight to Kafka. Every interval it records, per worker, the RSS and open file
 descriptors (/proc) and, from /metrics, the asyncio task count, the event-loop
 lag, the consumer lag and the memory RocksDB holds for the table (by part); and
-the interval's POST and GET latency.
+the interval's POST and GET latency. The requests are sent by Vegeta
+(bench.vegeta, a Go load generator) unless --http-client python: the Python
+client costs about as much CPU per request as a worker answering it, and on
+two shared cores that load generator was part of what it measured.
 
 At the end: every accepted POST and every produced command must be a row, once
 (`lost`, `unexpected`), and no worker may report an audit gap. The verdicts
@@ -41,7 +44,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.adapters.topics import ensure_topic
 from app.settings import SETTINGS
 from bench.ceilings import delete_topics_containing, drop_database, fresh_database
-from bench.http_load import POST_TIMESTAMP, open_loop, produce_at_rate
+from bench import vegeta
+from bench.http_load import CONNECTIONS, POST_TIMESTAMP, open_loop, produce_at_rate
 from bench.live_worker import worker_env
 from bench import report
 from bench.report import RESULTS_DIR
@@ -53,6 +57,7 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 RSS_GROWTH_LIMIT_MB_PER_30_MIN = 10.0
 P99_DRIFT_LIMIT = 1.5
 WARM_UP_MINUTES = 5
+STEP_FIGURES = ("requests", "ok", "p50_ms", "p99_ms", "max_ms", "error_count", "client_send_lag_max_ms")
 
 
 MB = 1024 * 1024
@@ -144,11 +149,19 @@ def verdicts(intervals: list[dict], audit: dict) -> dict:
     }
 
 
+def get_targets(worker_urls: list[str], ids: list[str], count: int) -> list[str]:
+    """Vegeta targets for `count` GETs, the ones the Python client sends: request i goes to worker
+    i mod workers and reads ids[i mod ids], so half of them are routed to the worker that owns the id."""
+    return [f"GET {worker_urls[i % len(worker_urls)]}/api/v1/timestamp/{ids[i % len(ids)]}" for i in range(count)]
+
+
 class Soak:
     """Workers on their own topic and database, and the load against them."""
 
-    def __init__(self, bootstrap: str, server_url: str, workdir: Path, workers: int, name: str) -> None:
+    def __init__(self, bootstrap: str, server_url: str, workdir: Path, workers: int, name: str,
+                 vegeta_binary: str | None = None) -> None:
         self.bootstrap, self.server_url, self.workdir = bootstrap, server_url, workdir
+        self.vegeta = vegeta_binary  # sends the interval's requests; None: this process's aiohttp client
         self.name, self.topic, self.database = name, name.replace("-", "."), name.replace("-", "_")
         self.worker_count = workers
         self.workers: list[Worker] = []
@@ -193,6 +206,23 @@ class Soak:
                 return response.status
         return get
 
+    async def load(self, post_rate: float, get_rate: float, seconds: float) -> tuple[dict, dict]:
+        """One interval of open-loop POSTs and GETs at once, spread over the workers: their step figures."""
+        readable = list(self.accepted)  # accepted before this interval, so persisted by now or soon
+        if not self.vegeta:
+            return await asyncio.gather(
+                open_loop(self.post, post_rate, seconds, REQUEST_TIMEOUT_SECONDS, ok_status=200),
+                open_loop(self.getter(readable), get_rate, seconds, REQUEST_TIMEOUT_SECONDS, ok_status=200))
+        urls = [worker.url for worker in self.workers]
+        gets = get_targets(urls, readable, max(1, int(get_rate * seconds)))
+        posts = [f"POST {url}/api/v1/timestamp/{POST_TIMESTAMP}" for url in urls]
+        post_results, get_results = await asyncio.gather(
+            vegeta.attack(self.vegeta, posts, post_rate, seconds, REQUEST_TIMEOUT_SECONDS, CONNECTIONS),
+            vegeta.attack(self.vegeta, gets, get_rate, seconds, REQUEST_TIMEOUT_SECONDS, CONNECTIONS))
+        self.accepted.extend(json.loads(vegeta.body_of(r))["id"] for r in post_results if r["code"] == 200)
+        return (vegeta.step_statistics(post_results, post_rate, seconds, ok_status=200),
+                vegeta.step_statistics(get_results, get_rate, seconds, ok_status=200))
+
     async def sample(self) -> dict:
         sample = {}
         for number, worker in enumerate(self.workers):
@@ -223,11 +253,12 @@ class Soak:
 
 
 async def soak(bootstrap: str, server_url: str, minutes: float, interval: float, workers: int, post_rate: float,
-               get_rate: float, produce_rate: float, workdir: Path) -> dict:
+               get_rate: float, produce_rate: float, workdir: Path, http_client: str = "vegeta") -> dict:
     started = dt.datetime.now(dt.timezone.utc)
     name = f"soak-{started:%Y%m%dT%H%M%S}"
     intervals = []
-    async with Soak(bootstrap, server_url, workdir, workers, name) as run:
+    binary = vegeta.vegeta_binary() if http_client == "vegeta" else None
+    async with Soak(bootstrap, server_url, workdir, workers, name, binary) as run:
         for i in range(SEED_POSTS):  # ids for the first interval's GETs
             await run.post(i)
         stop = asyncio.Event()
@@ -235,14 +266,11 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
         begin = time.monotonic()
         try:
             while time.monotonic() - begin < minutes * 60 - 1:
-                readable = list(run.accepted)  # accepted before this interval, so persisted by now or soon
-                post, get = await asyncio.gather(
-                    open_loop(run.post, post_rate, interval, REQUEST_TIMEOUT_SECONDS, ok_status=200),
-                    open_loop(run.getter(readable), get_rate, interval, REQUEST_TIMEOUT_SECONDS, ok_status=200))
+                post, get = await run.load(post_rate, get_rate, interval)
                 intervals.append({
                     "end_seconds": round(time.monotonic() - begin, 1),
-                    "post": {k: post[k] for k in ("requests", "ok", "p50_ms", "p99_ms", "max_ms", "error_count")},
-                    "get": {k: get[k] for k in ("requests", "ok", "p50_ms", "p99_ms", "max_ms", "error_count")},
+                    "post": {k: post[k] for k in STEP_FIGURES},
+                    "get": {k: get[k] for k in STEP_FIGURES},
                     "produced_total": len(run.produced),
                     "workers": await run.sample(),
                 })
@@ -259,7 +287,7 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
         "host": {"cpus": os.cpu_count()},
         "parameters": {"minutes": minutes, "interval_seconds": interval, "workers": workers,
                        "post_per_second": post_rate, "get_per_second": get_rate,
-                       "produced_per_second": produce_rate},
+                       "produced_per_second": produce_rate, "http_client": http_client},
         # The workers inherit the environment: the allocator's settings shape their RSS.
         "allocator": {name: os.environ[name] for name in ("MALLOC_ARENA_MAX", "LD_PRELOAD") if name in os.environ},
         "intervals": intervals,
@@ -292,7 +320,8 @@ def plot(result: dict, path: Path) -> Path:
     axes[2].set_xlabel("minutes")
     p = result["parameters"]
     fig.suptitle(f"Soak: {p['workers']} workers, {p['post_per_second']:g} POST/s, {p['get_per_second']:g} GET/s, "
-                 f"{p['produced_per_second']:g} produced/s ({result['started_at'][:10]})")
+                 f"{p['produced_per_second']:g} produced/s, sent by {p.get('http_client', 'python')} "
+                 f"({result['started_at'][:10]})")
     return report.save_figure(fig, path, dpi=90)
 
 
@@ -304,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--post-rate", type=float, default=400.0)
     p.add_argument("--get-rate", type=float, default=400.0)
     p.add_argument("--produce-rate", type=float, default=1000.0, help="commands per second straight to Kafka")
+    p.add_argument("--http-client", choices=("vegeta", "python"), default="vegeta",
+                   help="what sends the requests: Vegeta (built by make vegeta) or this process's aiohttp")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--workdir", type=Path, default=Path("data/soak"), help="worker logs and state")
     p.add_argument("--plot", action="store_true", help="a PNG next to the JSON (needs matplotlib)")
@@ -311,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(soak(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"], args.minutes,
                               args.interval, args.workers, args.post_rate, args.get_rate, args.produce_rate,
-                              args.workdir))
+                              args.workdir, args.http_client))
     args.results_dir.mkdir(parents=True, exist_ok=True)
     path = args.results_dir / f"soak-{result['started_at'][:19].replace('-', '').replace(':', '')}Z.json"
     path.write_text(json.dumps(result, indent=1) + "\n")

@@ -33,6 +33,7 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
     [result_path] = tmp_path.glob("soak-*.json")
     result = json.loads(result_path.read_text())
 
+    assert result["parameters"]["http_client"] == "vegeta"  # the default: the load is not this Python process
     intervals = result["intervals"]
     assert len(intervals) == MINUTES * 60 // INTERVAL_SECONDS
     for interval in intervals:
@@ -43,6 +44,7 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
         for method in ("post", "get"):
             assert interval[method]["requests"] == 50 * INTERVAL_SECONDS
             assert interval[method]["p99_ms"] is not None
+            assert interval[method]["client_send_lag_max_ms"] >= 0
     assert intervals[-1]["produced_total"] > 0
     for sample in intervals[-1]["workers"].values():  # the workers' RocksDB stores, read from their /metrics
         assert set(sample["table_store_memory_mb"]) == {"memtables", "block_cache", "table_readers"}

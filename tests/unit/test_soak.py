@@ -1,0 +1,45 @@
+"""The soak's pure parts (bench.soak): what its GETs read, and how it judges a run."""
+
+from __future__ import annotations
+
+from bench.soak import get_targets, growth_per_30_min, verdicts
+
+
+def test_gets_alternate_workers_and_cycle_through_the_ids():
+    targets = get_targets(["http://a:1", "http://b:2"], ["x", "y", "z"], 5)
+    assert targets == ["GET http://a:1/api/v1/timestamp/x", "GET http://b:2/api/v1/timestamp/y",
+                       "GET http://a:1/api/v1/timestamp/z", "GET http://b:2/api/v1/timestamp/x",
+                       "GET http://a:1/api/v1/timestamp/y"]
+
+
+def test_growth_is_the_slope_after_the_warm_up_per_30_minutes():
+    # 100 MB a minute during the warm-up, then 1 MB every 3 minutes: 10 MB per 30 minutes.
+    samples = [(m, 100.0 * m) for m in range(5)] + [(m, 500 + (m - 5) / 3) for m in range(5, 31)]
+    assert growth_per_30_min(samples) == 10.0
+    assert growth_per_30_min([(1, 1.0), (5, 9.0)]) is None  # one point after the warm-up
+
+
+def _interval(minute: int, rss: float, store: float, post_p99: float) -> dict:
+    worker = {"rss_mb": rss, "table_store_memory_mb": {"memtables": store / 2, "block_cache": store / 2}}
+    return {"end_seconds": minute * 60, "post": {"p99_ms": post_p99}, "get": {"p99_ms": 5.0},
+            "workers": {"worker-0": worker}}
+
+
+def test_rss_that_is_the_stores_filling_is_told_apart_from_the_rest():
+    # RSS grows 1 MB a minute, all of it RocksDB's stores filling up: the rest is flat.
+    intervals = [_interval(m, 200.0 + m, 10.0 + m, 20.0) for m in range(1, 31)]
+    audit = {"lost": 0, "unexpected": 0, "audit_gap_messages": 0}
+    judged = verdicts(intervals, audit)
+    assert judged["rss_growth_mb_per_30_min"] == {"worker-0": 30.0}
+    assert judged["rss_within_limit"] is False
+    assert judged["rss_less_table_store_growth_mb_per_30_min"] == {"worker-0": 0.0}
+    assert judged["table_store_peak_mb"] == {"worker-0": 40.0}
+    assert judged["p99_within_limit"] is True and judged["nothing_lost"] is True
+
+
+def test_p99_that_doubles_late_in_the_run_misses_the_drift_limit():
+    intervals = [_interval(m, 200.0, 10.0, 20.0 if m < 25 else 40.0) for m in range(1, 31)]
+    judged = verdicts(intervals, {"lost": 1, "unexpected": 0, "audit_gap_messages": 0})
+    assert judged["p99_drift"]["post"]["ratio"] == 2.0
+    assert judged["p99_within_limit"] is False
+    assert judged["nothing_lost"] is False
