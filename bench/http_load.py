@@ -33,7 +33,7 @@ from app.adapters.topics import ensure_topic
 from bench import vegeta
 from bench.ceilings import drop_database, fresh_database
 from bench.latency import step_result
-from bench.live_worker import worker_env
+from bench.live_worker import CpuShare, worker_env
 from tests.worker_process import Worker
 
 P99_LIMIT_MS = 50.0
@@ -180,12 +180,14 @@ class HttpBench:
                 return response.status
 
         shed_before = await self._shed_total()
+        cpu = CpuShare(self.worker.process.pid)
         if self.vegeta:
             results = await vegeta.attack(self.vegeta, [f"POST {url}"], rate, duration, self.timeout, CONNECTIONS)
             step = vegeta.step_statistics(results, rate, duration, ok_status=200)
             accepted = [json.loads(vegeta.body_of(r))["id"] for r in results if r["code"] == 200]
         else:
             step = await open_loop(send, rate, duration, self.timeout, ok_status=200)
+        step["cpu_cores"] = cpu.cores()
         step["shed_by_server"] = int(await self._shed_total() - shed_before)
         self.accepted.extend(accepted)
         step["accepted_not_persisted"] = await self._wait_persisted(accepted)
@@ -220,6 +222,7 @@ class HttpBench:
         stop = asyncio.Event()
         background = asyncio.create_task(produce_at_rate(self.bootstrap, self.topic, background_rate, stop))
         try:
+            cpu = CpuShare(self.worker.process.pid)
             if self.vegeta:
                 targets = [f"GET {base}{i}" for i in ids]
                 step = vegeta.step_statistics(
@@ -227,6 +230,7 @@ class HttpBench:
                     rate, duration, ok_status=200)
             else:
                 step = await open_loop(send, rate, duration, self.timeout, ok_status=200)
+            step["cpu_cores"] = cpu.cores()
         finally:
             stop.set()
             produced = await background

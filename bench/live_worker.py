@@ -37,6 +37,28 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core spent on anything but idle and I/O wait since boot, from /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().splitlines()[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+class CpuShare:
+    """Cores used during a span, by one process and by the whole machine: what else the load competed with."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.wall, self.process, self.machine = time.monotonic(), process_cpu_seconds(pid), machine_busy_seconds()
+
+    def cores(self) -> dict:
+        wall = time.monotonic() - self.wall
+        process = process_cpu_seconds(self.pid) - self.process
+        machine = machine_busy_seconds() - self.machine
+        return {"worker": round(process / wall, 2), "machine": round(machine / wall, 2),
+                "rest": round((machine - process) / wall, 2)}
+
+
 class BareFaustWorker(Worker):
     """bench/bare_faust.py as a worker process."""
 

@@ -46,7 +46,7 @@ from app.settings import SETTINGS
 from bench.ceilings import delete_topics_containing, drop_database, fresh_database
 from bench import vegeta
 from bench.http_load import CONNECTIONS, POST_TIMESTAMP, open_loop, produce_at_rate
-from bench.live_worker import worker_env
+from bench.live_worker import CpuShare, worker_env
 from bench import report
 from bench.report import RESULTS_DIR
 from tests.worker_process import Worker
@@ -266,12 +266,17 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
         begin = time.monotonic()
         try:
             while time.monotonic() - begin < minutes * 60 - 1:
+                cpu = {f"worker-{n}": CpuShare(w.process.pid) for n, w in enumerate(run.workers)}
                 post, get = await run.load(post_rate, get_rate, interval)
+                cores = {name: share.cores() for name, share in cpu.items()}
                 intervals.append({
                     "end_seconds": round(time.monotonic() - begin, 1),
                     "post": {k: post[k] for k in STEP_FIGURES},
                     "get": {k: get[k] for k in STEP_FIGURES},
                     "produced_total": len(run.produced),
+                    # Cores in use: is the machine full (then connections and latency pile up)?
+                    "cpu_cores": {"machine": next(iter(cores.values()))["machine"],
+                                  **{name: c["worker"] for name, c in cores.items()}},
                     "workers": await run.sample(),
                 })
                 print(json.dumps({"minute": round(intervals[-1]["end_seconds"] / 60, 1),

@@ -67,6 +67,7 @@ def test_bench_smoke_measures_every_section(tmp_path, bootstrap_servers, server_
         for step in http[method]:
             positive(step, "requests", "ok", "p50_ms", "p99_ms", "max_ms", "sent_per_second")
             assert step["error_count"] == sum(step["errors"].values())
+            positive(step["cpu_cores"], "worker", "machine")  # what the worker and the machine used meanwhile
         assert set(http["max_rate_p99_under_50ms"]) == {"post", "get"}
     for step in http["post"]:
         assert step["accepted_not_persisted"] == 0, step  # no accepted command lost

@@ -38,6 +38,8 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
     assert len(intervals) == MINUTES * 60 // INTERVAL_SECONDS
     for interval in intervals:
         assert set(interval["workers"]) == {"worker-0", "worker-1"}
+        assert set(interval["cpu_cores"]) == {"machine", "worker-0", "worker-1"}
+        assert interval["cpu_cores"]["machine"] >= interval["cpu_cores"]["worker-0"] > 0
         for sample in interval["workers"].values():
             assert set(SAMPLED) <= set(sample)
             assert sample["rss_mb"] > 0 and sample["open_fds"] > 0 and sample["asyncio_tasks"] > 0

@@ -1,7 +1,11 @@
-"""The soak's pure parts (bench.soak): what its GETs read, and how it judges a run."""
+"""The soak's pure parts (bench.soak): what its GETs read, how it judges a run, and how it counts CPU."""
 
 from __future__ import annotations
 
+import os
+import time
+
+from bench.live_worker import CpuShare
 from bench.soak import get_targets, growth_per_30_min, verdicts
 
 
@@ -43,3 +47,14 @@ def test_p99_that_doubles_late_in_the_run_misses_the_drift_limit():
     assert judged["p99_drift"]["post"]["ratio"] == 2.0
     assert judged["p99_within_limit"] is False
     assert judged["nothing_lost"] is False
+
+
+def test_cpu_share_counts_the_process_and_the_machine():
+    share = CpuShare(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # one core busy in this process
+        pass
+    cores = share.cores()
+    assert 0.5 <= cores["worker"] <= 1.1
+    assert cores["machine"] >= cores["worker"] - 0.05  # the machine's count includes this process
+    assert abs(cores["rest"] - (cores["machine"] - cores["worker"])) <= 0.011
