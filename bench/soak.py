@@ -32,6 +32,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -254,6 +255,11 @@ class Soak:
 
 async def soak(bootstrap: str, server_url: str, minutes: float, interval: float, workers: int, post_rate: float,
                get_rate: float, produce_rate: float, workdir: Path, http_client: str = "vegeta") -> dict:
+    # SIGTERM and SIGINT (even where a shell started the soak in the background, with SIGINT ignored)
+    # cancel the run: its workers are stopped and its topic and database deleted on the way out.
+    main_task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
     started = dt.datetime.now(dt.timezone.utc)
     name = f"soak-{started:%Y%m%dT%H%M%S}"
     intervals = []
@@ -345,9 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", action="store_true", help="a PNG next to the JSON (needs matplotlib)")
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(soak(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"], args.minutes,
-                              args.interval, args.workers, args.post_rate, args.get_rate, args.produce_rate,
-                              args.workdir, args.http_client))
+    try:
+        result = asyncio.run(soak(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"], args.minutes,
+                                  args.interval, args.workers, args.post_rate, args.get_rate, args.produce_rate,
+                                  args.workdir, args.http_client))
+    except asyncio.CancelledError:
+        print("soak stopped by a signal; its workers, topic and database were removed", file=sys.stderr)
+        return 130
     args.results_dir.mkdir(parents=True, exist_ok=True)
     path = args.results_dir / f"soak-{result['started_at'][:19].replace('-', '').replace(':', '')}Z.json"
     path.write_text(json.dumps(result, indent=1) + "\n")

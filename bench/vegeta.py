@@ -78,7 +78,12 @@ async def attack(binary: str, targets: list[str], rate: float, duration: float, 
             f"-duration={duration:g}s", f"-timeout={timeout:g}s", f"-max-connections={connections}",
             f"-connections={connections}", "-keepalive=true", f"-output={results_file}",
             stderr=asyncio.subprocess.PIPE, env={**os.environ, "GOMAXPROCS": "1"})
-        _, stderr = await attack_.communicate()
+        try:
+            _, stderr = await attack_.communicate()
+        finally:
+            if attack_.returncode is None:  # cancelled (the bench or soak was stopped): stop the attack too
+                attack_.kill()
+                await attack_.wait()
         if attack_.returncode != 0:
             raise RuntimeError(f"vegeta attack failed ({attack_.returncode}): {stderr.decode()[-2000:]}")
         encode = await asyncio.create_subprocess_exec(
