@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections import deque
+from time import monotonic
 from typing import Callable, Iterable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -115,6 +116,15 @@ audit_gap_messages = Gauge(
 )
 rebalances = Counter(
     f"{PREFIX}_rebalances_total", "Consumer-group rebalances this worker took part in (completed).",
+)
+malloc_trim_released = Counter(
+    f"{PREFIX}_malloc_trim_released_bytes_total",
+    "Resident memory the periodic malloc_trim handed back to the system (the RSS drop across each trim).",
+)
+malloc_trim_duration = Histogram(
+    f"{PREFIX}_malloc_trim_duration_seconds",
+    "How long each periodic malloc_trim took, in a thread of its own (MALLOC_TRIM_INTERVAL_SECONDS).",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
 )
 event_loop_lag = Gauge(
     f"{PREFIX}_event_loop_lag_seconds",
@@ -311,6 +321,9 @@ def setup_faust_sensors(app, name_prefix: str = "faust") -> None:
             pass
 
         def on_stream_event_in(self, tp, offset, stream, event):
+            # Faust's consumer thread reads this to tell a stream that stopped; without it, it logs
+            # "Stream has not started processing" for every busy partition, every few seconds.
+            self.stream_inbound_time[tp] = monotonic()
             return None
 
         def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None:

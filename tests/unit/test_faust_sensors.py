@@ -1,6 +1,9 @@
-"""Faust's sensors as the worker installs them: the end-offset gauge is read at scrape time, not set per message."""
+"""Faust's sensors as the worker installs them: the end-offset gauge is read at scrape time, not set per message,
+and the stream's inbound time that Faust's consumer thread checks is still kept."""
 
 from __future__ import annotations
+
+import time
 
 import faust
 from faust.types import TP
@@ -19,3 +22,13 @@ def test_end_offsets_tracked_per_message_are_served_at_scrape():
     text = generate_latest(REGISTRY).decode()
     assert 'unit_sensors_topic_partition_end_offset{partition="3",topic="commands"} 4.0' in text
     assert text.count("# TYPE unit_sensors_topic_partition_end_offset gauge") == 1
+
+
+def test_each_event_marks_its_partition_as_processing():
+    app = faust.App("unit-sensors-inbound", broker="kafka://127.0.0.1:1")
+    setup_faust_sensors(app, name_prefix="unit_sensors_inbound")
+    before = time.monotonic()
+    app.monitor.on_stream_event_in(TP("commands", 5), 17, stream=None, event=None)
+    # Faust's consumer thread compares this with its clock: a partition behind its end without it
+    # is reported as "Stream has not started processing", every few seconds.
+    assert before <= app.monitor.stream_inbound_time[TP("commands", 5)] <= time.monotonic()
