@@ -39,7 +39,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ from bench import report
 from bench.ceilings import (BATCH, delete_topics_containing, drop_database, fresh_database, produce, raw_consume,
                             raw_insert)
 from bench.http_load import measure_http
-from bench.live_worker import REPO, measure_bare_faust, measure_workers
+from bench.live_worker import measure_bare_faust, measure_workers
 from bench.record_reader_bench import measure_record_reader
 from bench.recovery_bench import WINDOW_FRACTION, measure_recovery, window_ratios
 from bench.replay_bench import measure_replay
@@ -118,7 +117,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict:
         "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                  "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
-        "code": code_version(),
+        "code": report.code_version(),
         "parameters": {
             "events": events, "partitions": PARTITIONS, "topic": topic,
             "post_rates": args.post_rates, "get_rates": args.get_rates,
@@ -189,17 +188,6 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict:
         await delete_topics_containing(bootstrap, suffix)
     result["wall_seconds"] = round(time.perf_counter() - wall, 1)
     return result
-
-
-def code_version() -> dict:
-    """The commit measured, and whether the work tree had changes."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except OSError:
-            return ""
-
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def _rate_of(events: int, seconds: float) -> dict:

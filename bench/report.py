@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO = RESULTS_DIR.parents[1]
 
 
 def _rate(value) -> str:
@@ -178,6 +180,17 @@ def recovery_title(result: dict) -> str:
     ratios = ", ".join(f"{int(h):,} ids: {r}" for h, r in result["recovery"]["window_ratio"].items())
     return (f"Table recovery (fresh worker with a {result['recovery']['window_fraction']:.0%} window / with only those "
             f"ids: {ratios}; target <= 1.5)")
+
+
+def code_version() -> dict:
+    """The commit measured, and whether the work tree had changes."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def write_json(result: dict, directory: Path = RESULTS_DIR) -> Path:
