@@ -78,7 +78,8 @@ def open_fds(pid: int) -> int:
 def worker_metrics(exposition: str) -> dict:
     """What a sample reads of a worker's /metrics."""
     values = {"asyncio_tasks": 0.0, "event_loop_lag_seconds": 0.0, "consumer_lag_messages": 0.0,
-              "audit_gap_messages": 0.0}
+              "audit_gap_messages": 0.0, "malloc_trim_duration_seconds_count": 0.0,
+              "malloc_trim_released_bytes_total": 0.0}
     store_memory: dict[str, float] = {}
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
@@ -296,6 +297,7 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
         "kind": "soak",
         "started_at": started.isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count()},
+        "code": report.code_version(),
         "parameters": {"minutes": minutes, "interval_seconds": interval, "workers": workers,
                        "post_per_second": post_rate, "get_per_second": get_rate,
                        "produced_per_second": produce_rate, "http_client": http_client},

@@ -26,7 +26,8 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
         [sys.executable, "-m", "bench.soak", "--minutes", str(MINUTES), "--interval", str(INTERVAL_SECONDS),
          "--post-rate", "50", "--get-rate", "50", "--produce-rate", "100", "--results-dir", str(tmp_path),
          "--workdir", str(tmp_path / "work"), "--plot"],
-        cwd=REPO, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers, "DATABASE_URL": server_url},
+        cwd=REPO, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers, "DATABASE_URL": server_url,
+                       "MALLOC_TRIM_INTERVAL_SECONDS": "10"},  # the workers inherit it
         capture_output=True, text=True, timeout=380,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -34,6 +35,7 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
     result = json.loads(result_path.read_text())
 
     assert result["parameters"]["http_client"] == "vegeta"  # the default: the load is not this Python process
+    assert len(result["code"]["commit"]) == 40  # the commit measured
     intervals = result["intervals"]
     assert len(intervals) == MINUTES * 60 // INTERVAL_SECONDS
     for interval in intervals:
@@ -51,6 +53,8 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
     for sample in intervals[-1]["workers"].values():  # the workers' RocksDB stores, read from their /metrics
         assert set(sample["table_store_memory_mb"]) == {"memtables", "block_cache", "table_readers"}
         assert sample["table_store_memory_mb"]["memtables"] > 0
+        assert sample["malloc_trim_duration_seconds_count"] >= 3  # app.memory's timer, every 10 s
+        assert sample["malloc_trim_released_bytes_total"] >= 0
 
     audit = result["audit"]
     assert audit["accepted_posts"] > 0 and audit["produced"] >= intervals[-1]["produced_total"]
