@@ -58,7 +58,7 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 RSS_GROWTH_LIMIT_MB_PER_30_MIN = 10.0
 P99_DRIFT_LIMIT = 1.5
 WARM_UP_MINUTES = 5
-STEP_FIGURES = ("requests", "ok", "p50_ms", "p99_ms", "max_ms", "error_count", "client_send_lag_max_ms")
+STEP_FIGURES = ("requests", "ok", "p50_ms", "p99_ms", "max_ms", "errors", "error_count", "client_send_lag_max_ms")
 
 
 MB = 1024 * 1024
