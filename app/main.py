@@ -19,7 +19,7 @@ from pathlib import Path
 
 import faust
 
-from app import aiohttp_compat, faust_compat, memory
+from app import aiohttp_compat, faust_compat
 from app.bootstrap import bootstrap
 from app.faust_app import app
 from app.faust_compat import table_store
@@ -60,7 +60,6 @@ def start_worker(sender: faust.App, **kwargs) -> None:
     setup_tracing(settings.service_name)
     metrics.setup_faust_sensors(sender, name_prefix="faust")  # served at /metrics with ours
     metrics.collect_pipeline_metrics(sender, settings.command_topic, tables.timestamps_by_id.timestamps_by_id)
-    memory.trim_periodically(sender, settings.malloc_trim_interval_seconds)
     sender.services = bootstrap(settings, **parts)
     # What start-up built (modules, the app, its services) lives as long as the worker. Frozen, it
     # is left out of the collector's full passes, which otherwise walk all of it: 30-60 ms each of

@@ -31,13 +31,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must be zero (off) or more")
-    return value
-
-
 def _retention_ms(text: str) -> int:
     value = int(text)
     if value < -1 or value == 0:
@@ -227,10 +220,6 @@ class Settings:
         "8", _positive_int,
         "RocksDB block cache per table partition (MiB): the blocks GETs read, and the index and filter blocks "
         "of the partition's files, so its memory does not grow with the table's history.")
-    malloc_trim_interval_seconds: float = _setting(
-        "60", _non_negative_float,
-        "How often a worker hands the C allocator's free pages back to the system (glibc's malloc_trim); "
-        "without it RSS creeps up with memory freed but kept. 0 turns it off.")
     table_retention: float | None = _setting(
         "forever", _retention,
         "How long an id stays in the query table, from its record's created_at (e.g. 7d, 12h); "

@@ -22,7 +22,8 @@ minutes), p99 of the last 5 minutes against minutes 5-10. Beside them: the growt
 of RSS less what the table's RocksDB stores hold (they fill up to their size),
 and the stores' peak against their budget (docs/deployment.md). Writes
 bench/results/soak-<UTC time>.json and, with --plot, a PNG next to it. Stops
-every process it started and drops its database, whatever happens.
+every process it started, drops its database and topics and removes its
+workers' state, whatever happens (their logs stay in --workdir until the next run).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -78,8 +80,7 @@ def open_fds(pid: int) -> int:
 def worker_metrics(exposition: str) -> dict:
     """What a sample reads of a worker's /metrics."""
     values = {"asyncio_tasks": 0.0, "event_loop_lag_seconds": 0.0, "consumer_lag_messages": 0.0,
-              "audit_gap_messages": 0.0, "malloc_trim_duration_seconds_count": 0.0,
-              "malloc_trim_released_bytes_total": 0.0}
+              "audit_gap_messages": 0.0}
     store_memory: dict[str, float] = {}
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
@@ -165,6 +166,7 @@ class Soak:
         self.bootstrap, self.server_url, self.workdir = bootstrap, server_url, workdir
         self.vegeta = vegeta_binary  # sends the interval's requests; None: this process's aiohttp client
         self.name, self.topic, self.database = name, name.replace("-", "."), name.replace("-", "_")
+        self.state_dir = workdir / name  # the workers' table stores, removed at the end (~300 MB each)
         self.worker_count = workers
         self.workers: list[Worker] = []
         self.accepted: list[str] = []
@@ -175,7 +177,9 @@ class Soak:
         self.url = fresh_database(self.server_url, self.database)
         env = worker_env(self.bootstrap, self.topic, self.name, self.url)
         for number in range(self.worker_count):
-            self.workers.append(Worker(env, self.workdir / f"worker-{number}.log").start())
+            log = self.workdir / f"worker-{number}.log"
+            log.unlink(missing_ok=True)  # the last run's logs are kept, not every run's
+            self.workers.append(Worker(env, log, data_dir=self.state_dir / f"worker-{number}").start())
         for worker in self.workers:
             await worker.wait_ready(180)
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024),
@@ -188,6 +192,7 @@ class Soak:
         finally:
             for worker in self.workers:
                 worker.stop()
+            shutil.rmtree(self.state_dir, ignore_errors=True)
             drop_database(self.server_url, self.database)
             await delete_topics_containing(self.bootstrap, self.name.removeprefix("soak-"))
 

@@ -117,15 +117,6 @@ audit_gap_messages = Gauge(
 rebalances = Counter(
     f"{PREFIX}_rebalances_total", "Consumer-group rebalances this worker took part in (completed).",
 )
-malloc_trim_released = Counter(
-    f"{PREFIX}_malloc_trim_released_bytes_total",
-    "Resident memory the periodic malloc_trim handed back to the system (the RSS drop across each trim).",
-)
-malloc_trim_duration = Histogram(
-    f"{PREFIX}_malloc_trim_duration_seconds",
-    "How long each periodic malloc_trim took, in a thread of its own (MALLOC_TRIM_INTERVAL_SECONDS).",
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
-)
 event_loop_lag = Gauge(
     f"{PREFIX}_event_loop_lag_seconds",
     "Longest delay of a 0.25 s timer on the worker's event loop over the last 10 s.",

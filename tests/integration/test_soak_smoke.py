@@ -26,8 +26,7 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
         [sys.executable, "-m", "bench.soak", "--minutes", str(MINUTES), "--interval", str(INTERVAL_SECONDS),
          "--post-rate", "50", "--get-rate", "50", "--produce-rate", "100", "--results-dir", str(tmp_path),
          "--workdir", str(tmp_path / "work"), "--plot"],
-        cwd=REPO, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers, "DATABASE_URL": server_url,
-                       "MALLOC_TRIM_INTERVAL_SECONDS": "10"},  # the workers inherit it
+        cwd=REPO, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers, "DATABASE_URL": server_url},
         capture_output=True, text=True, timeout=380,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -53,8 +52,6 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
     for sample in intervals[-1]["workers"].values():  # the workers' RocksDB stores, read from their /metrics
         assert set(sample["table_store_memory_mb"]) == {"memtables", "block_cache", "table_readers"}
         assert sample["table_store_memory_mb"]["memtables"] > 0
-        assert sample["malloc_trim_duration_seconds_count"] >= 3  # app.memory's timer, every 10 s
-        assert sample["malloc_trim_released_bytes_total"] >= 0
 
     audit = result["audit"]
     assert audit["accepted_posts"] > 0 and audit["produced"] >= intervals[-1]["produced_total"]
@@ -64,3 +61,5 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
     assert result["verdicts"]["table_store_within_budget"] is True  # 8 stores of (2 x 4 + 8) MiB at most
     assert set(result["verdicts"]["rss_less_table_store_growth_mb_per_30_min"]) == {"worker-0", "worker-1"}
     assert result_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    work = tmp_path / "work"  # the workers' logs stay; their table stores (~300 MB each in a full run) do not
+    assert sorted(p.name for p in work.iterdir()) == ["worker-0.log", "worker-1.log"]
