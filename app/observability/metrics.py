@@ -292,21 +292,32 @@ _PER_EVENT_FAUST_METRICS = (
 )
 
 
+# Faust's per-request sensors: `timestamp_http_requests_total` and `timestamp_http_request_duration_seconds`
+# (the middleware) count the same requests, by route.
+_PER_REQUEST_FAUST_METRICS = ("http_status_codes", "http_latency")
+
+
 def setup_faust_sensors(app, name_prefix: str = "faust") -> None:
-    """Faust's Prometheus sensors on the default registry, without the per-event ones.
+    """Faust's Prometheus sensors on the default registry, without the per-event and per-request ones.
 
     Kept: rebalances, assignments, commit latency, committed and end offsets,
-    send errors, web requests. The offsets also feed `consumer_lag` and the
+    send errors. The offsets also feed `consumer_lag` and the
     stall detector, through the monitor's `tp_*_offsets`.
     """
     from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 
     faust_metrics = FaustMetrics.create(REGISTRY, name_prefix)
-    for name in _PER_EVENT_FAUST_METRICS:
+    for name in _PER_EVENT_FAUST_METRICS + _PER_REQUEST_FAUST_METRICS:
         REGISTRY.unregister(getattr(faust_metrics, name))
 
     class PipelineMonitor(PrometheusMonitor):
-        """PrometheusMonitor whose per-message and per-event hooks do nothing."""
+        """PrometheusMonitor whose per-message, per-event and per-request hooks do nothing."""
+
+        def on_web_request_start(self, app, request, *, view=None):
+            return None
+
+        def on_web_request_end(self, app, request, response, state, *, view=None) -> None:
+            pass
 
         def on_message_in(self, tp, offset, message) -> None:
             pass

@@ -15,6 +15,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 from opentelemetry.trace import Link, Span, SpanKind
 
 tracer = trace.get_tracer("timestamp-pipeline")
@@ -30,8 +31,9 @@ def setup_tracing(service_name: str) -> None:
     """Install the SDK tracer provider (once per process).
 
     Its sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG
-    (default: parentbased_always_on). Without an exporter the HTTP spans are still
-    made, for the trace ids in the logs; the per-event spans of the agent are not.
+    (default: parentbased_always_on). Without an exporter the HTTP spans are
+    made non-recording (`local_sampler`), for the trace ids in the logs and the
+    traceparent sent on; the per-event spans of the agent are not made at all.
     """
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
@@ -39,13 +41,26 @@ def setup_tracing(service_name: str) -> None:
         _Exporting.value = True
         return
     # Resource.create honours OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
+                              sampler=local_sampler(exporting))
+    if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         _Exporting.value = True
     trace.set_tracer_provider(provider)
+
+
+def local_sampler(exporting: bool) -> Sampler | None:
+    """None (OTEL_TRACES_SAMPLER's) when spans are exported; otherwise a sampler that records none.
+
+    A span nothing exports needs only its ids: the trace id for the logs, and the
+    context a POST sends on in traceparent (continuing the caller's trace id). A
+    non-recording span has them, without the attributes, timing and processors of a
+    recorded one, which were ~14% of a GET's CPU (docs/performance.md, "HTTP tails").
+    """
+    return None if exporting else ALWAYS_OFF
 
 
 def inject_headers() -> list[tuple[str, bytes]]:

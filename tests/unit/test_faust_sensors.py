@@ -32,3 +32,12 @@ def test_each_event_marks_its_partition_as_processing():
     # Faust's consumer thread compares this with its clock: a partition behind its end without it
     # is reported as "Stream has not started processing", every few seconds.
     assert before <= app.monitor.stream_inbound_time[TP("commands", 5)] <= time.monotonic()
+
+
+def test_faust_per_request_sensors_are_off():
+    app = faust.App("unit-sensors-web", broker="kafka://127.0.0.1:1")
+    setup_faust_sensors(app, name_prefix="unit_sensors_web")
+    state = app.monitor.on_web_request_start(app, request=None)
+    app.monitor.on_web_request_end(app, request=None, response=None, state=state)  # would count a 500
+    text = generate_latest(REGISTRY).decode()
+    assert "unit_sensors_web_http_status_codes" not in text and "unit_sensors_web_http_latency" not in text
