@@ -58,7 +58,7 @@ def local_sampler(exporting: bool) -> Sampler | None:
     A span nothing exports needs only its ids: the trace id for the logs, and the
     context a POST sends on in traceparent (continuing the caller's trace id). A
     non-recording span has them, without the attributes, timing and processors of a
-    recorded one, which were ~14% of a GET's CPU (docs/performance.md, "HTTP tails").
+    recorded one: 7.7 µs a request instead of 18.2 (docs/performance.md, "HTTP tails").
     """
     return None if exporting else ALWAYS_OFF
 
