@@ -8,25 +8,13 @@ import time
 from typing import Sequence
 
 from aiokafka import AIOKafkaProducer
-from murmurhash2 import murmurhash2
 
 from app.adapters.kafka_client import Kafka, client_options
+from app.adapters.kafka_partitioner import key_partition
 from app.faust_compat.table_store import ChangelogEvent, TableStoreUnwritable, apply_to_store, changelog_events
 from app.observability import metrics
 
 log = logging.getLogger(__name__)
-
-
-KAFKA_MURMUR2_SEED = 0x9747B28C  # Kafka's DefaultPartitioner (Java's Utils.murmur2, aiokafka's murmur2)
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a key; Faust routes GETs by it.
-
-    MurmurHash2 in C (the murmurhash2 package): aiokafka's pure-Python murmur2
-    cost about 8 µs a key. tests/unit/test_key_partition.py checks that both agree.
-    """
-    return (murmurhash2(key, KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % partitions
 
 
 class TableStoreHealth:

@@ -23,9 +23,10 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from app.adapters.database import Database
+from app.adapters.kafka_partitioner import key_partition
 from app.domain.records import key_of
 from app.observability import metrics
-from tables.changelog_batch_writer import ChangelogBatchWriter, key_partition
+from tables.changelog_batch_writer import ChangelogBatchWriter
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from app.faust_app import app, command_topic
 from app.observability import metrics
 from app.observability.tracing import inject_headers, tracer
 from app.settings import settings
-from tables.timestamps_by_id import timestamps_by_id
+from tables.timestamps_by_id import owns_key, timestamps_by_id
 from web.middleware import json_error, overloaded
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class TimestampView(View):
             command_id = str(uuid.UUID(value))
         except ValueError:
             return json_error(400, "invalid_id", f"id must be a UUID (got {value[:64]!r})")
-        if request.headers.get(ROUTED_HEADER) is None:
+        if request.headers.get(ROUTED_HEADER) is None and not owns_key(command_id.encode()):
             try:
                 answer = await answer_from_owner(app, timestamps_by_id.name, command_id.encode(), self.web,
                                                  lambda: _routed(request), keep_headers=(SERVED_FROM,))

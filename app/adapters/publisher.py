@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
 from app.adapters.kafka_client import Kafka, client_options
+from app.adapters.kafka_partitioner import kafka_partitioner
 
 
 class PublisherOverloaded(Exception):
@@ -48,7 +49,7 @@ class CommandPublisher:
                 # accumulates while a partition's previous request is in flight.
                 producer = AIOKafkaProducer(
                     **client_options(self.kafka), acks="all", enable_idempotence=True,
-                    linger_ms=0, request_timeout_ms=self.request_timeout_ms,
+                    linger_ms=0, request_timeout_ms=self.request_timeout_ms, partitioner=kafka_partitioner,
                 )
                 try:
                     await producer.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from app.adapters.kafka_client import faust_credentials
+from app.adapters.kafka_partitioner import kafka_partitioner
 from app.faust_compat import fixes as faust_fixes
 from app.observability.logs import logging_config
 from app.settings import Settings
@@ -54,6 +55,8 @@ def faust_options(settings: Settings, web_application_options: dict | None = Non
         # acks=all for what Faust produces (changelog, dead letters); HTTP commands
         # have their own producer (`app.adapters.publisher`).
         producer_acks=-1,
+        # Kafka's default partitioner with the hash in C: Faust's router partitions every GET's key by it.
+        producer_partitioner=kafka_partitioner,
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         # Static membership: a restart within the session timeout moves no partition (KIP-345).
         consumer_group_instance_id=settings.kafka_group_instance_id or None,

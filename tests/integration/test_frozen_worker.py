@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from tables.changelog_batch_writer import key_partition
+from app.adapters.kafka_partitioner import key_partition
 from tests.integration.conftest import assert_no_commit_past_a_missing_row, topic_end_offsets, wait_until
 from tests.integration.helpers import run_cli, served_from
 

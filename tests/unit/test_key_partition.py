@@ -1,11 +1,11 @@
-"""The table's partitioner must be Kafka's: GETs are routed by aiokafka's murmur2 of the key."""
+"""Our partitioner must be Kafka's: keys land, and GETs are routed, where any Kafka client would put them."""
 
 import random
 import uuid
 
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from tables.changelog_batch_writer import KAFKA_MURMUR2_SEED, key_partition
+from app.adapters.kafka_partitioner import KAFKA_MURMUR2_SEED, kafka_partitioner, key_partition
 
 
 def test_c_murmur2_equals_aiokafkas_on_random_keys():
@@ -24,3 +24,34 @@ def test_key_partition_is_the_default_partitioners_for_every_partition_count():
         key = rng.choice([str(uuid.uuid4()).encode(), rng.randbytes(rng.randint(1, 40))])
         partitions = rng.choice([1, 2, 3, 8, 12, 100])
         assert key_partition(key, partitions) == partitioner(key, list(range(partitions)), list(range(partitions)))
+
+
+def test_kafka_partitioner_is_aiokafkas_default_partitioner():
+    rng = random.Random(8)
+    default = DefaultPartitioner()
+    for _ in range(5_000):
+        key = rng.choice([str(uuid.uuid4()).encode(), rng.randbytes(rng.randint(0, 40))])
+        all_partitions = sorted(rng.sample(range(200), rng.choice([1, 3, 8, 12])))
+        available = all_partitions[: rng.randint(1, len(all_partitions))]
+        assert kafka_partitioner(key, all_partitions, available) == default(key, all_partitions, available)
+
+
+def test_kafka_partitioner_spreads_keyless_messages_over_available_partitions():
+    chosen = {kafka_partitioner(None, [0, 1, 2, 3], [1, 3]) for _ in range(200)}
+    assert chosen == {1, 3}
+    assert {kafka_partitioner(None, [0, 1], []) for _ in range(200)} == {0, 1}
+
+
+def test_a_worker_owns_exactly_the_keys_of_its_partitions(monkeypatch):
+    import tables.timestamps_by_id as table_module
+    from app.settings import settings
+
+    partitions = settings.command_topic_partitions
+    monkeypatch.setattr(table_module, "owned_table_partitions", lambda: {1, partitions - 1})
+    default = DefaultPartitioner()
+    keys = [str(uuid.uuid4()).encode() for _ in range(2_000)]
+    owned = [key for key in keys if table_module.owns_key(key)]
+    assert owned and len(owned) < len(keys)
+    for key in keys:
+        expected = default(key, list(range(partitions)), list(range(partitions))) in {1, partitions - 1}
+        assert table_module.owns_key(key) is expected

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from app.settings import Settings, SettingsError
-from tables.changelog_batch_writer import key_partition
+from app.adapters.kafka_partitioner import key_partition
 from tables.table_expiry import NEVER, TableExpiry, changelog_topic_config, expired
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
