@@ -9,6 +9,10 @@ stream, broker and producer settings) and the same Faust fixes, batching like
 the real agent (BATCH_SIZE, BATCH_MAX_WAIT_SECONDS), with Faust's default
 Monitor. It processes nothing: each event of a batch is acknowledged.
 
+It also serves `GET /api/v1/timestamp/{id}` with one fixed record of the
+table's size: the floor of Faust's web layer (aiohttp, Faust's view dispatch)
+that the project's GETs are compared with (bench/http_load.py).
+
 When BENCH_EVENTS events have been acknowledged, it writes to BENCH_RESULT_FILE
 one JSON object measured in this process: events and seconds from the first
 batch to the last event, and the CPU time (user + system, all threads) this
@@ -20,11 +24,15 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import faust
+from faust.web import Request, Response, View
 
 from app import faust_compat
+from app.domain.records import SourcePosition, TimestampRecord
 from app.faust_compat import fixes
 from app.faust_compat.options import faust_options
 from app.settings import settings
@@ -74,3 +82,21 @@ async def take_and_ack(stream):
         for event in events:
             await stream.ack(event)
         progress.add(len(events))
+
+
+# A record as the table serves it, the same bytes as a real answer's.
+FLOOR_RECORD = TimestampRecord(
+    id=uuid.UUID("9b2f3c1e-6a4d-4e8b-9f00-1d2c3b4a5e6f"), event_timestamp=datetime(2024, 2, 29, 12, tzinfo=timezone.utc),
+    received_at=datetime(2026, 12, 6, 6, 0, 0, 123456, tzinfo=timezone.utc),
+    processed_at=datetime(2026, 12, 6, 6, 0, 0, 234567, tzinfo=timezone.utc),
+    correlation_id="ING:0c8e1f4a-2b3d-4c5e-8f60-718293a4b5c6",
+    source=SourcePosition(topic="timestamp.command.v1", partition=3, offset=123456),
+).as_json()
+
+
+@app.page("/api/v1/timestamp/{value}")
+class FixedRecordView(View):
+    """The same URL as the project's GET, answered with a fixed record: nothing of ours on the path."""
+
+    async def get(self, request: Request, value: str) -> Response:
+        return self.bytes(FLOOR_RECORD, content_type="application/json")

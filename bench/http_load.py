@@ -11,6 +11,11 @@ the bench waits until every accepted command is a row (and counts any that is
 not). GET steps read ids accepted by the POST steps while a background
 producer sends new commands straight to Kafka at a constant rate, so the
 worker keeps processing while it answers.
+
+The GET steps are then run again against the floor, bench/bare_faust.py: the
+same Faust, its web layer answering a fixed record and its agent taking the
+same background events, with nothing of ours. The cores each used give the
+worker's GET cost as a ratio to the framework's (`get_cores_vs_floor`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from app.adapters.topics import ensure_topic
 from bench import vegeta
 from bench.ceilings import drop_database, fresh_database
 from bench.latency import step_result
-from bench.live_worker import CpuShare, worker_env
+from bench.live_worker import UNUSED_DATABASE, BareFaustWorker, CpuShare, worker_env
 from tests.worker_process import Worker
 
 P99_LIMIT_MS = 50.0
@@ -207,10 +212,14 @@ class HttpBench:
             await asyncio.sleep(0.5)
         return missing
 
-    async def get_step(self, rate: float, duration: float, background_rate: float) -> dict:
+    async def get_step(self, rate: float, duration: float, background_rate: float,
+                       server: Worker | None = None, topic: str | None = None) -> dict:
+        """GETs of the accepted ids against `server` (the project's worker by default), while
+        `background_rate` commands a second are produced to the topic it consumes (`topic`, by default the bench's)."""
         if not self.accepted:
             raise RuntimeError("no accepted POST to GET: run POST steps first")
-        base = f"{self.worker.url}/api/v1/timestamp/"
+        server = server or self.worker
+        base = f"{server.url}/api/v1/timestamp/"
         ids = self.accepted
 
         async def send(i: int) -> int:
@@ -218,11 +227,12 @@ class HttpBench:
                 await response.read()
                 return response.status
 
-        shed_before = await self._shed_total()
+        ours = server is self.worker  # the floor (bench/bare_faust.py) sheds nothing and has no such metric
+        shed_before = await self._shed_total() if ours else 0
         stop = asyncio.Event()
-        background = asyncio.create_task(produce_at_rate(self.bootstrap, self.topic, background_rate, stop))
+        background = asyncio.create_task(produce_at_rate(self.bootstrap, topic or self.topic, background_rate, stop))
         try:
-            cpu = CpuShare(self.worker.process.pid)
+            cpu = CpuShare(server.process.pid)
             if self.vegeta:
                 targets = [f"GET {base}{i}" for i in ids]
                 step = vegeta.step_statistics(
@@ -234,15 +244,49 @@ class HttpBench:
         finally:
             stop.set()
             produced = await background
-        step["shed_by_server"] = int(await self._shed_total() - shed_before)
+        if ours:
+            step["shed_by_server"] = int(await self._shed_total() - shed_before)
         step["background_events"] = produced
         return step
+
+    async def floor_get_steps(self, rates: list[float], duration: float, background_rate: float,
+                              pause: float) -> list[dict]:
+        """The GET steps again, against bench/bare_faust.py's fixed-record view in place of the worker:
+        Faust's web layer, and its agent taking the same background events, with nothing of ours."""
+        self.worker.stop()  # idle, it would still process the background events on the same cores
+        # A topic of its own: on the bench's, the floor would first read everything the steps before produced.
+        topic = f"{self.topic}.floor"
+        await ensure_topic(self.bootstrap, topic, 8, 1, {})
+        floor = BareFaustWorker(worker_env(self.bootstrap, topic, f"{self.name}-floor", UNUSED_DATABASE),
+                                self.workdir / f"{self.name}-floor.log")
+        try:
+            await floor.start().wait_ready(120)
+            steps = []
+            for rate in rates:
+                steps.append(await self.get_step(rate, duration, background_rate, server=floor, topic=topic))
+                await asyncio.sleep(pause)
+        finally:
+            floor.stop()
+        return steps
+
+
+def cost_vs_floor(steps: list[dict], floor_steps: list[dict]) -> list[dict]:
+    """Per rate, the cores the worker used for its GET step, over the cores the floor used for the same step."""
+    floor_cores = {step["rate"]: step["cpu_cores"]["worker"] for step in floor_steps}
+    rows = []
+    for step in steps:
+        if step["rate"] in floor_cores:
+            worker, floor = step["cpu_cores"]["worker"], floor_cores[step["rate"]]
+            rows.append({"rate": step["rate"], "worker_cores": worker, "floor_cores": floor,
+                         "ratio": round(worker / floor, 2) if floor > 0 else None})
+    return rows
 
 
 async def measure_http(bootstrap: str, server_url: str, name: str, workdir: Path, post_rates: list[float],
                        get_rates: list[float], duration: float, background_rate: float,
                        timeout: float = 5.0, pause: float = 1.0, client: str = "python") -> dict:
-    """POST steps, then GET steps, against one fresh worker; the topic is left to the caller to delete.
+    """POST steps, then GET steps, against one fresh worker, then the GET steps against the floor;
+    the topic is left to the caller to delete.
 
     `client`: "python" (this process's aiohttp client) or "vegeta" (bench.vegeta, a Go load generator).
     """
@@ -256,11 +300,14 @@ async def measure_http(bootstrap: str, server_url: str, name: str, workdir: Path
         for rate in get_rates:
             get.append(await bench.get_step(rate, duration, background_rate))
             await asyncio.sleep(pause)
+        floor = await bench.floor_get_steps(get_rates, duration, background_rate, pause) if get_rates else []
     return {
         "client": client,
         "request_timeout_seconds": timeout,
         "get_background_events_per_second": background_rate,
         "post": post,
         "get": get,
+        "floor_get": floor,
+        "get_cores_vs_floor": cost_vs_floor(get, floor),
         "max_rate_p99_under_50ms": {"post": highest_passing_rate(post), "get": highest_passing_rate(get)},
     }

@@ -27,6 +27,7 @@ from bench.ceilings import drop_database, fresh_database
 from tests.worker_process import REPO, Worker
 
 POLL_SECONDS = 0.25
+UNUSED_DATABASE = "postgresql://unused@127.0.0.1/unused"  # for bench/bare_faust.py, which has none
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -108,7 +109,7 @@ async def measure_bare_faust(bootstrap: str, topic: str, events: int, name: str,
                              timeout: float) -> dict:
     """bench/bare_faust.py over the topic, from its first batch to `events` acknowledged."""
     result_file = workdir / f"{name}.json"
-    env = worker_env(bootstrap, topic, name, "postgresql://unused@127.0.0.1/unused",
+    env = worker_env(bootstrap, topic, name, UNUSED_DATABASE,
                      BENCH_EVENTS=str(events), BENCH_RESULT_FILE=str(result_file))
     worker = BareFaustWorker(env, workdir / f"{name}.log")
     try:

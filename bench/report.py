@@ -91,6 +91,24 @@ def _http_title(result: dict, method: str) -> str:
     return title
 
 
+FLOOR_HEADER = ("rate /s", "p50 ms", "p99 ms", "floor cores", "worker cores", "worker / floor")
+
+
+def floor_rows(http: dict) -> list[tuple[str, ...]]:
+    """The floor's GET steps beside the worker's cores at the same rates (results before the floor have none)."""
+    vs = {row["rate"]: row for row in http.get("get_cores_vs_floor", [])}
+    rows = []
+    for step in http.get("floor_get", []):
+        row = vs.get(step["rate"], {})
+        rows.append((_rate(step["rate"]), _num(step["p50_ms"]), _num(step["p99_ms"]),
+                     _num(row.get("floor_cores"), 2), _num(row.get("worker_cores"), 2),
+                     f"{row['ratio']:.2f}×" if row.get("ratio") else ""))
+    return rows
+
+
+FLOOR_TITLE = "GET floor: the same steps against bench/bare_faust.py (Faust's web layer, a fixed record, nothing of ours)"
+
+
 def _best(result: dict) -> str:
     best = result["http"]["max_rate_p99_under_50ms"]
     return (f"highest rate with p99 < 50 ms and no error (at it and every lower rate): "
@@ -149,6 +167,8 @@ def text(result: dict) -> str:
         parts.append("  " + record_reader_line(result))
     for method in ("post", "get"):
         parts += ["", _http_title(result, method), _text_table(HTTP_HEADER, http_rows(result["http"][method]))]
+    if floor_rows(result["http"]):
+        parts += ["", FLOOR_TITLE, _text_table(FLOOR_HEADER, floor_rows(result["http"]))]
     parts += ["", _best(result)]
     if result.get("recovery"):
         parts += ["", recovery_title(result), _text_table(RECOVERY_HEADER, recovery_rows(
@@ -169,6 +189,8 @@ def markdown(result: dict) -> str:
     for method in ("post", "get"):
         parts += ["", f"**{_http_title(result, method)}**", "",
                   _markdown_table(HTTP_HEADER, http_rows(result["http"][method]))]
+    if floor_rows(result["http"]):
+        parts += ["", f"**{FLOOR_TITLE}**", "", _markdown_table(FLOOR_HEADER, floor_rows(result["http"]))]
     parts += ["", _best(result) + "."]
     if result.get("recovery"):
         parts += ["", f"**{recovery_title(result)}**", "",
