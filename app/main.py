@@ -56,7 +56,8 @@ def start_worker(sender: faust.App, **kwargs) -> None:
         raise SettingsError(str(exc)) from None
     # Faust creates only the last level of its datadir; nested defaults need the rest.
     sender.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
-    table_store.bound_store_memory(tables.timestamps_by_id.timestamps_by_id)
+    table_store.bound_store_memory(tables.timestamps_by_id.timestamps_by_id,
+                                   settings.table_rocksdb_memory_mib * table_store.MIB)
     setup_tracing(settings.service_name)
     metrics.setup_faust_sensors(sender, name_prefix="faust")  # served at /metrics with ours
     metrics.collect_pipeline_metrics(sender, settings.command_topic, tables.timestamps_by_id.timestamps_by_id)

@@ -212,14 +212,15 @@ class Settings:
     table_store: str = _setting(
         "rocksdb://", _store_url,
         "Faust table store: rocksdb:// (persistent, production) or memory:// (tests).")
+    table_rocksdb_memory_mib: int = _setting(
+        "64", _positive_int,
+        "What the query table's RocksDB stores may hold in memory in this worker, every partition it holds "
+        "together (MiB): one block cache for the blocks GETs read and the files' index and filter blocks, "
+        "to which the memtables are charged (at most half of it). See the memory budget in docs/deployment.md.")
     table_rocksdb_write_buffer_mib: int = _setting(
         "4", _positive_int,
-        "RocksDB memtable size per table partition (MiB); at most 2 per partition are held in memory. "
-        "See the memory budget in docs/deployment.md.")
-    table_rocksdb_block_cache_mib: int = _setting(
-        "8", _positive_int,
-        "RocksDB block cache per table partition (MiB): the blocks GETs read, and the index and filter blocks "
-        "of the partition's files, so its memory does not grow with the table's history.")
+        "RocksDB memtable size per table partition (MiB), at most 2 per partition; all of them together stay "
+        "within half of TABLE_ROCKSDB_MEMORY_MIB.")
     table_retention: float | None = _setting(
         "forever", _retention,
         "How long an id stays in the query table, from its record's created_at (e.g. 7d, 12h); "
@@ -340,6 +341,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """Read every setting, raising SettingsError naming the first bad variable."""
         environ = os.environ if environ is None else environ
+        for name, instead in REPLACED_SETTINGS.items():
+            if name in environ:
+                raise SettingsError(f"{name}: no longer read; {instead}")
         values = {}
         for setting in SETTINGS.values():
             raw = environ.get(setting.env, setting.default)
@@ -389,6 +393,13 @@ def _check_database_password(values: dict) -> None:
         if urlsplit(values["database_url"]).password:
             raise SettingsError("DATABASE_PASSWORD_FILE is set, but DATABASE_URL has a password too: set one")
 
+
+# Variables an earlier release read, and what replaced them: set, they stop the worker rather than
+# be ignored, since the setting they meant would silently fall back to its default.
+REPLACED_SETTINGS = {
+    "TABLE_ROCKSDB_BLOCK_CACHE_MIB": "set TABLE_ROCKSDB_MEMORY_MIB, the worker's total for every table partition "
+                                     "(it was a block cache per partition)",
+}
 
 # One entry per environment variable, in the order of the fields (and of docs/configuration.md).
 SETTINGS: dict[str, Setting] = {f.name.upper(): Setting(f.name.upper(), **f.metadata) for f in fields(Settings)}

@@ -104,12 +104,10 @@ def growth_per_30_min(samples: list[tuple[float, float]]) -> float | None:
 
 
 def table_store_budget_mb() -> float:
-    """The most a worker's table stores may hold (docs/deployment.md, "Memory budget"): every partition's
-    2 memtables and block cache, from the workers' environment or the service's defaults."""
-    def mib(name: str) -> int:
-        return int(os.environ.get(name, SETTINGS[name].default))
-    per_partition = 2 * mib("TABLE_ROCKSDB_WRITE_BUFFER_MIB") + mib("TABLE_ROCKSDB_BLOCK_CACHE_MIB")
-    return float(PARTITIONS * per_partition)  # MiB, the unit of MB here
+    """The most a worker's table stores may hold (docs/deployment.md, "Memory budget"): TABLE_ROCKSDB_MEMORY_MIB,
+    every partition together, from the workers' environment or the service's default."""
+    name = "TABLE_ROCKSDB_MEMORY_MIB"
+    return float(os.environ.get(name, SETTINGS[name].default))  # MiB, the unit of MB here
 
 
 def verdicts(intervals: list[dict], audit: dict) -> dict:

@@ -16,6 +16,7 @@ from app.adapters.kafka_partitioner import key_partition
 from app.observability import metrics
 from app.domain.records import TimestampRecord, key_of
 from app.faust_compat import fixes
+from app.faust_compat.table_store import MIB
 from app.faust_app import app
 from app.settings import settings
 from tables.changelog_batch_writer import ChangelogBatchWriter
@@ -29,21 +30,20 @@ async def _count_changelog_record(event) -> None:
     metrics.table_changelog_records_read.labels(str(event.message.partition)).inc()
 
 
-MIB = 1024 * 1024
 MEMTABLES_PER_PARTITION = 2
 
 
-def rocksdb_options(write_buffer_mib: int, block_cache_mib: int) -> dict[str, int]:
+def rocksdb_options(write_buffer_mib: int) -> dict[str, int]:
     """Faust's RocksDB options for one partition's store (the memory store ignores them).
 
-    Faust opens a RocksDB per table partition, active or standby, with 64 MiB
-    memtables (up to 3) and a 2 GiB block cache each by default: an id written
-    stays in a memtable until 64 MiB of them fill it, so the worker grew by
-    about one value per command. Small memtables are flushed to disk early; the
-    block cache caps what GETs keep. The budget is in docs/deployment.md.
+    Faust opens a RocksDB per table partition, active or standby, with up to 3
+    memtables of 64 MiB each by default: an id written stays in a memtable until
+    64 MiB of them fill it, so the worker grew by about one value per command.
+    Small memtables are flushed to disk early. What all the partitions' stores
+    hold together is bounded by the worker (`table_store.bound_store_memory`,
+    TABLE_ROCKSDB_MEMORY_MIB); the budget is in docs/deployment.md.
     """
-    return {"write_buffer_size": write_buffer_mib * MIB, "max_write_buffer_number": MEMTABLES_PER_PARTITION,
-            "block_cache_size": block_cache_mib * MIB}
+    return {"write_buffer_size": write_buffer_mib * MIB, "max_write_buffer_number": MEMTABLES_PER_PARTITION}
 
 
 timestamps_by_id = app.Table(
@@ -62,7 +62,7 @@ timestamps_by_id = app.Table(
     use_partitioner=True,
     help="Timestamp records by command id, as served by the query view.",
     on_changelog_event=_count_changelog_record,
-    options=rocksdb_options(settings.table_rocksdb_write_buffer_mib, settings.table_rocksdb_block_cache_mib),
+    options=rocksdb_options(settings.table_rocksdb_write_buffer_mib),
     # Only with TABLE_RETENTION: tombstones must leave the changelog soon (`tables.table_expiry`).
     extra_topic_configs=changelog_topic_config(settings.table_changelog_segment_ms,
                                                settings.table_changelog_delete_retention_ms)

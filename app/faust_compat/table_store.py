@@ -7,8 +7,8 @@ event, `key`, `value` and `message.{topic, partition, offset, tp}` (faust 0.15's
 `Store.apply_changelog_batch` for the memory and RocksDB stores);
 `tests.unit.test_table_store` fails when a Faust upgrade reads more.
 
-It also opens the store's RocksDB databases so that their memory has a bound
-(`bound_store_memory`) and reports that memory (`store_memory`).
+It also opens the store's RocksDB databases within one memory limit
+(`bound_store_memory`) and reports what they hold (`store_memory`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from faust.stores.rocksdb import RocksDBOptions, Store as RocksDBStore
 from faust.types import TP
 
 from app.faust_compat import fixes
+
+
+MIB = 1024 * 1024
 
 
 class ChangelogMessage(NamedTuple):
@@ -51,25 +54,39 @@ def changelog_events(topic: str, partition: int, first_offset: int,
 
 
 class BoundedRocksDBOptions(RocksDBOptions):
-    """Faust's RocksDB options, with each partition's index and filter blocks held in its block cache.
+    """Faust's RocksDB options, with every partition's store held within one memory limit for the table.
 
-    Faust opens every SST file's index and filter blocks outside the block cache
-    (rocksdict's defaults): they grow with the keys the partition ever held, about
-    2 bytes a key, with no bound. Charged to the cache, they share its size: the
-    memory a partition takes no longer grows with its history. The index and the
-    filters are partitioned (two-level), so a GET reads the small pieces it needs
-    and only the top levels, and those of the newest (L0) files, stay pinned.
+    Faust gives each partition's database (active or standby) its own block cache
+    and memtables, and keeps every SST file's index and filter blocks outside the
+    cache (rocksdict's defaults): a worker's memory then grows with the partitions
+    it holds, and with the keys each ever held (about 2 bytes a key, no bound).
+    Here all of them share one block cache of `memory_limit` bytes. The index and
+    filter blocks are charged to it (partitioned, so a GET reads the small pieces
+    it needs; only the top levels, and those of the newest files, stay pinned),
+    and so are the memtables, through a write buffer manager that flushes them
+    once they reach half the limit: what the stores hold stays within the limit
+    however many partitions the worker holds and however long the table's history.
     """
+
+    MEMTABLE_SHARE = 0.5  # the rest of the cache is for the blocks GETs read, and the index and filters
+
+    def __init__(self, memory_limit: int, **options) -> None:
+        super().__init__(**options)
+        self.memory_limit = memory_limit
+        self.block_cache = rocksdict.Cache(memory_limit)
+        self.write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            int(memory_limit * self.MEMTABLE_SHARE), False, self.block_cache)  # False: flush early, never stall
 
     def as_options(self):
         options = super().as_options()
         if self.use_rocksdict:
             options.set_block_based_table_factory(self.block_based_table())
+            options.set_write_buffer_manager(self.write_buffers)
         return options
 
     def block_based_table(self) -> rocksdict.BlockBasedOptions:
         table = rocksdict.BlockBasedOptions()
-        table.set_block_cache(rocksdict.Cache(self.block_cache_size))
+        table.set_block_cache(self.block_cache)
         table.set_bloom_filter(self.bloom_filter_size, False)  # full filters (partitioned ones need them)
         table.set_index_type(rocksdict.BlockBasedIndexType.two_level_index_search())
         table.set_partition_filters(True)
@@ -80,7 +97,7 @@ class BoundedRocksDBOptions(RocksDBOptions):
         return table
 
 
-def bound_store_memory(table) -> None:
+def bound_store_memory(table, memory_limit: int) -> None:
     """Open the table's RocksDB databases with `BoundedRocksDBOptions` (before the worker opens any).
 
     Faust builds its options from the table's `options` in the store's constructor
@@ -92,28 +109,26 @@ def bound_store_memory(table) -> None:
         return
     if fixes.rocksdb_databases(store):
         raise RuntimeError(f"table {table.name}: its RocksDB databases were opened before their options were set")
-    store.rocksdb_options = BoundedRocksDBOptions(**store.options, use_rocksdict=store.use_rocksdict)
-
-
-# What RocksDB holds in memory for a database, by the property that reports it.
-STORE_MEMORY_PROPERTIES = {
-    "memtables": "rocksdb.cur-size-all-mem-tables",
-    "block_cache": "rocksdb.block-cache-usage",  # with the index and filter blocks charged to it
-    "table_readers": "rocksdb.estimate-table-readers-mem",  # index and filter blocks held outside the cache
-}
+    store.rocksdb_options = BoundedRocksDBOptions(memory_limit, **store.options, use_rocksdict=store.use_rocksdict)
 
 
 def store_memory(table) -> dict[str, int]:
-    """Bytes RocksDB holds for the table in this worker, by part, over every open partition (active
-    and standby); empty for the memory store. Each partition has its own cache, so the sum is the total."""
+    """Bytes RocksDB holds for the table in this worker, every open partition (active and standby)
+    together, by part; empty for the memory store. The parts add up to what the stores hold:
+    `memtables`, `block_cache` (the shared cache less what the memtables are charged in it: data,
+    index and filter blocks), `table_readers` (what each open file keeps outside the cache)."""
     store = table.data
     if not isinstance(store, RocksDBStore):
         return {}
-    totals = dict.fromkeys(STORE_MEMORY_PROPERTIES, 0)
-    for database in list(fixes.rocksdb_databases(store).values()):
-        for part, name in STORE_MEMORY_PROPERTIES.items():
-            totals[part] += database.property_int_value(name) or 0
-    return totals
+    databases = list(fixes.rocksdb_databases(store).values())
+    memtables = sum(db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0 for db in databases)
+    readers = sum(db.property_int_value("rocksdb.estimate-table-readers-mem") or 0 for db in databases)
+    options = store.rocksdb_options
+    if isinstance(options, BoundedRocksDBOptions):
+        blocks = max(0, options.block_cache.get_usage() - options.write_buffers.get_usage())
+    else:  # Faust's own options: a cache per database
+        blocks = sum(db.property_int_value("rocksdb.block-cache-usage") or 0 for db in databases)
+    return {"memtables": memtables, "block_cache": blocks, "table_readers": readers}
 
 
 class TableStoreUnwritable(OSError):

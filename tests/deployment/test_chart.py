@@ -380,31 +380,30 @@ def test_environment_names_are_settings_the_service_reads(everything, example):
                 name.startswith("OTEL_") and name in docs_text), f"{name} is read by nothing in the service"
 
 
-def _memory_budget_mib(write_buffer: int, block_cache: int, base: int, partitions: int) -> int:
-    """docs/deployment.md "Memory budget": base + each partition's 2 memtables and block cache."""
-    return base + partitions * (2 * write_buffer + block_cache)
+def _memory_budget_mib(table_store: int, base: int) -> int:
+    """docs/deployment.md "Memory budget": base + what the table's stores may hold, all partitions together."""
+    return base + table_store
 
 
 def test_memory_request_and_limit_follow_from_the_budget(default):
     store, memory = DEFAULTS["tableStore"], DEFAULTS["memory"]
     # The chart's defaults are the service's.
+    assert store["rocksdbMemoryMiB"] == int(SETTINGS["TABLE_ROCKSDB_MEMORY_MIB"].default)
     assert store["rocksdbWriteBufferMiB"] == int(SETTINGS["TABLE_ROCKSDB_WRITE_BUFFER_MIB"].default)
-    assert store["rocksdbBlockCacheMiB"] == int(SETTINGS["TABLE_ROCKSDB_BLOCK_CACHE_MIB"].default)
     data = default["ConfigMap"]["data"]
+    assert data["TABLE_ROCKSDB_MEMORY_MIB"] == str(store["rocksdbMemoryMiB"])
     assert data["TABLE_ROCKSDB_WRITE_BUFFER_MIB"] == str(store["rocksdbWriteBufferMiB"])
-    assert data["TABLE_ROCKSDB_BLOCK_CACHE_MIB"] == str(store["rocksdbBlockCacheMiB"])
 
-    budget = _memory_budget_mib(store["rocksdbWriteBufferMiB"], store["rocksdbBlockCacheMiB"], memory["baseMiB"],
-                                DEFAULTS["kafka"]["commandTopicPartitions"])
+    budget = _memory_budget_mib(store["rocksdbMemoryMiB"], memory["baseMiB"])
     resources = container(default)["resources"]
     assert resources["requests"]["memory"] == f"{budget}Mi"
     assert resources["limits"]["memory"] == f"{budget * (100 + memory['limitHeadroomPercent']) // 100}Mi"
     assert resources["requests"]["cpu"] == DEFAULTS["resources"]["requests"]["cpu"]
 
-    bigger = container(tools.kinds(tools.render("--set", "tableStore.rocksdbWriteBufferMiB=16",
+    # The stores' limit is the worker's, whatever the partitions it holds.
+    bigger = container(tools.kinds(tools.render("--set", "tableStore.rocksdbMemoryMiB=256",
                                                 "--set", "kafka.commandTopicPartitions=16")))
-    assert bigger["resources"]["requests"]["memory"] == (
-        f"{_memory_budget_mib(16, store['rocksdbBlockCacheMiB'], memory['baseMiB'], 16)}Mi")
+    assert bigger["resources"]["requests"]["memory"] == f"{_memory_budget_mib(256, memory['baseMiB'])}Mi"
 
     chosen = container(tools.kinds(tools.render("--set", "resources.limits.memory=3Gi")))
     assert chosen["resources"]["limits"]["memory"] == "3Gi" and chosen["resources"]["requests"]["memory"] == f"{budget}Mi"

@@ -39,6 +39,13 @@ def test_bad_values_name_the_variable(env, name):
         Settings.from_env(env)
 
 
+def test_a_replaced_variable_stops_the_worker_and_names_its_successor():
+    """Ignored, it would leave the worker on a default its operator did not choose."""
+    with pytest.raises(SettingsError, match="^TABLE_ROCKSDB_BLOCK_CACHE_MIB: no longer read; set TABLE_ROCKSDB_MEMORY_MIB"):
+        Settings.from_env({"TABLE_ROCKSDB_BLOCK_CACHE_MIB": "8"})
+    assert Settings.from_env({"TABLE_ROCKSDB_MEMORY_MIB": "96"}).table_rocksdb_memory_mib == 96
+
+
 def test_max_in_flight_publishes():
     assert Settings.from_env({}).max_in_flight_publishes == 100
     assert Settings.from_env({"MAX_IN_FLIGHT_PUBLISHES": "7"}).max_in_flight_publishes == 7

@@ -76,7 +76,7 @@ def _flushed_store_memory(tmp_path, name: str, bounded: bool) -> dict[str, int]:
     table = app.Table("t", key_type=bytes, value_type=bytes, partitions=1, use_partitioner=True,
                       options={"write_buffer_size": 8 * MIB, "max_write_buffer_number": 2, "block_cache_size": 8 * MIB})
     if bounded:
-        bound_store_memory(table)
+        bound_store_memory(table, 16 * MIB)
         assert isinstance(table.data.rocksdb_options, BoundedRocksDBOptions)
     topic = table.changelog_topic.get_topic_name()
     for batch in range(8):
@@ -97,7 +97,39 @@ def test_bounded_stores_hold_index_and_filter_blocks_in_the_block_cache(tmp_path
     assert set(bounded) == {"memtables", "block_cache", "table_readers"}
     assert faust_default["table_readers"] > 200_000  # the files' index and filters (~2 bytes a key), unbounded
     assert bounded["table_readers"] < faust_default["table_readers"] / 10  # what is left: the files' handles
-    assert 0 < bounded["block_cache"] <= 8 * MIB  # the index and filter blocks are in it, under its size
+    assert 0 < bounded["block_cache"] <= 16 * MIB  # the index and filter blocks are in it, under its size
+
+
+def test_every_partition_of_a_bounded_store_stays_within_one_limit(tmp_path):
+    """Eight partitions, each allowed 2 memtables of 4 MiB (64 MiB in all), written in turn with 3x the
+    limit and read back: together they hold about the limit, their memtables about half of it.
+
+    RocksDB's limits are soft: a database flushes only when written, so idle partitions keep part-filled
+    memtables over the share, and pinned index and filter blocks may take the cache over its capacity."""
+    partitions, limit = 8, 16 * MIB
+    app = faust.App("store-memory-shared", store="rocksdb://", datadir=str(tmp_path), topic_partitions=partitions)
+    table = app.Table("t", key_type=bytes, value_type=bytes, partitions=partitions, use_partitioner=True,
+                      options={"write_buffer_size": 4 * MIB, "max_write_buffer_number": 2})
+    bound_store_memory(table, limit)
+    topic = table.changelog_topic.get_topic_name()
+    value, batch = b"v" * 200, 1_000
+    per_partition = 3 * limit // partitions // len(value)
+    held = []
+    for first in range(0, per_partition, batch):  # in turn, as the agent writes its batches
+        for partition in range(partitions):
+            apply_to_store(table, changelog_events(topic, partition, first, [
+                (b"%d-%09d" % (partition, i), value) for i in range(first, min(first + batch, per_partition))]))
+        held.append(store_memory(table))
+    for partition in range(partitions):  # reads fill the cache with data blocks
+        for i in range(0, per_partition, 7):
+            assert table.get(b"%d-%09d" % (partition, i)) == value
+    held.append(store_memory(table))
+
+    assert len(fixes.rocksdb_databases(table.data)) == partitions
+    assert max(h["memtables"] for h in held) <= limit // 2 * 1.25  # without the shared limit: up to 32 MiB
+    assert max(h["memtables"] + h["block_cache"] for h in held) <= limit * 1.2  # the shared cache's capacity
+    assert held[-1]["block_cache"] > limit // 4  # the reads' blocks are in it: the cache is used, and shared
+    assert max(h["table_readers"] for h in held) < MIB
 
 
 def test_bounding_a_store_comes_before_its_databases_open(tmp_path):
@@ -105,11 +137,11 @@ def test_bounding_a_store_comes_before_its_databases_open(tmp_path):
     table = app.Table("t", key_type=bytes, value_type=bytes, partitions=1, use_partitioner=True)
     apply_to_store(table, changelog_events(table.changelog_topic.get_topic_name(), 0, 0, [(b"k", b"v")]))
     with pytest.raises(RuntimeError, match="opened before their options were set"):
-        bound_store_memory(table)
+        bound_store_memory(table, 16 * MIB)
 
 
 def test_the_memory_store_has_no_rocksdb_memory(tmp_path):
     app = faust.App("store-memory-none", store="memory://", datadir=str(tmp_path), topic_partitions=1)
     table = app.Table("t", key_type=bytes, value_type=bytes, partitions=1)
-    bound_store_memory(table)  # nothing to bound
+    bound_store_memory(table, 16 * MIB)  # nothing to bound
     assert store_memory(table) == {}

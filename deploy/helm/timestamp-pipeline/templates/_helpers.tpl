@@ -65,7 +65,7 @@ app.kubernetes.io/part-of: timestamp-pipeline
 
 {{/* Settings the chart sets from structured values; `config` must not repeat them. */}}
 {{- define "timestamp-pipeline.checkConfig" -}}
-{{- $owned := list "APP_ID" "KAFKA_BOOTSTRAP_SERVERS" "COMMAND_TOPIC" "COMMAND_TOPIC_PARTITIONS" "KAFKA_REPLICATION_FACTOR" "SHUTDOWN_TIMEOUT_SECONDS" "AUTH_PROTECT" "WORKER_DATA_DIR" "DATABASE_URL" "API_KEYS" "API_KEYS_FILE" "KAFKA_SECURITY_PROTOCOL" "KAFKA_SASL_MECHANISM" "KAFKA_SASL_USERNAME" "KAFKA_SASL_PASSWORD" "KAFKA_SASL_PASSWORD_FILE" "KAFKA_SSL_CAFILE" "KAFKA_SSL_CERTFILE" "KAFKA_SSL_KEYFILE" "KAFKA_SSL_CHECK_HOSTNAME" "KAFKA_CREATE_TOPICS" "DATABASE_PASSWORD_FILE" "KAFKA_GROUP_INSTANCE_ID" "TABLE_ROCKSDB_WRITE_BUFFER_MIB" "TABLE_ROCKSDB_BLOCK_CACHE_MIB" }}
+{{- $owned := list "APP_ID" "KAFKA_BOOTSTRAP_SERVERS" "COMMAND_TOPIC" "COMMAND_TOPIC_PARTITIONS" "KAFKA_REPLICATION_FACTOR" "SHUTDOWN_TIMEOUT_SECONDS" "AUTH_PROTECT" "WORKER_DATA_DIR" "DATABASE_URL" "API_KEYS" "API_KEYS_FILE" "KAFKA_SECURITY_PROTOCOL" "KAFKA_SASL_MECHANISM" "KAFKA_SASL_USERNAME" "KAFKA_SASL_PASSWORD" "KAFKA_SASL_PASSWORD_FILE" "KAFKA_SSL_CAFILE" "KAFKA_SSL_CERTFILE" "KAFKA_SSL_KEYFILE" "KAFKA_SSL_CHECK_HOSTNAME" "KAFKA_CREATE_TOPICS" "DATABASE_PASSWORD_FILE" "KAFKA_GROUP_INSTANCE_ID" "TABLE_ROCKSDB_MEMORY_MIB" "TABLE_ROCKSDB_WRITE_BUFFER_MIB" }}
 {{- range $key, $_ := .Values.config }}
 {{- if has $key $owned }}
 {{- fail (printf "config.%s: set it through the chart's own value, not config (see values.yaml)" $key) }}
@@ -73,13 +73,11 @@ app.kubernetes.io/part-of: timestamp-pipeline
 {{- end }}
 {{- end }}
 
-{{/* The worker's memory budget in MiB (docs/deployment.md "Memory budget"): the base, plus each
-table partition a pod can hold (all of them, after a failover) with its RocksDB store: 2 memtables
-and the block cache, which also holds the index and filter blocks. */}}
+{{/* The worker's memory budget in MiB (docs/deployment.md "Memory budget"): the base, plus what the
+table's RocksDB stores may hold, every partition a pod holds together (one cache, memtables charged
+to it), whatever their number. */}}
 {{- define "timestamp-pipeline.memoryBudgetMiB" -}}
-{{- $store := .Values.tableStore }}
-{{- $perPartition := add (mul 2 (int $store.rocksdbWriteBufferMiB)) (int $store.rocksdbBlockCacheMiB) }}
-{{- add (int .Values.memory.baseMiB) (mul $perPartition (int .Values.kafka.commandTopicPartitions)) }}
+{{- add (int .Values.memory.baseMiB) (int .Values.tableStore.rocksdbMemoryMiB) }}
 {{- end }}
 
 {{/* .Values.resources, with the memory request (the budget) and limit (budget + headroom) filled in
