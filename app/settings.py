@@ -219,8 +219,8 @@ class Settings:
         "to which the memtables are charged (at most half of it). See the memory budget in docs/deployment.md.")
     table_rocksdb_write_buffer_mib: int = _setting(
         "4", _positive_int,
-        "RocksDB memtable size per table partition (MiB), at most 2 per partition; all of them together stay "
-        "within half of TABLE_ROCKSDB_MEMORY_MIB.")
+        "RocksDB memtable size per table partition (MiB), at most 2 per partition; once all partitions' "
+        "memtables together reach half of TABLE_ROCKSDB_MEMORY_MIB, the one being written is flushed.")
     table_retention: float | None = _setting(
         "forever", _retention,
         "How long an id stays in the query table, from its record's created_at (e.g. 7d, 12h); "
