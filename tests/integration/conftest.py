@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yarl import URL
 
 import deploy.local as stack
+from bench.ceilings import delete_topics_containing
 from app.adapters.topics import ensure_topic, topic_partitions
 from tests.worker_process import REPO, FaultyWorker, Worker
 
@@ -109,7 +110,10 @@ class Namespace:
 
 @pytest.fixture
 def namespace(bootstrap_servers: str, server_url: str) -> Namespace:
-    """A fresh database on the stack's server, dropped after the test."""
+    """A fresh database on the stack's server; it and the test's topics are dropped after the test.
+
+    A stack kept between runs of the suite would otherwise collect ~100 topics (~1,500 partitions) a
+    run, and a single broker with thousands of partitions starves the next measurement on the box."""
     suffix = uuid.uuid4().hex[:10]
     admin_url = str(URL(server_url).with_path("/postgres"))
     database = f"test_{suffix}"
@@ -121,6 +125,13 @@ def namespace(bootstrap_servers: str, server_url: str) -> Namespace:
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     conn.close()
+    # The command topic, its dead letters and the workers' changelogs all carry the suffix. A loop of
+    # its own: asyncio.run would unset the session's loop, which later tests run on.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(delete_topics_containing(bootstrap_servers, suffix))
+    finally:
+        loop.close()
 
 
 @pytest.fixture
