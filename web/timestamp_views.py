@@ -61,7 +61,9 @@ async def publish_command(request: Request, event_timestamp: str | None) -> Resp
         metrics.command_publish_failures.labels(type(exc).__name__).inc()
         log.error("Publishing command %s failed: %r", command_id, exc)
         return json_error(
-            503, "broker_unavailable", "the command was not accepted; retry later",
+            503, "broker_unavailable",
+            "the broker did not acknowledge the command in time; it may still be stored, so retry with the same "
+            "Idempotency-Key",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
     metrics.commands_published.inc()
