@@ -314,6 +314,7 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
     started = dt.datetime.now(dt.timezone.utc)
+    code = report.code_version()  # what the workers run: a commit made during the run is not it
     name = f"soak-{started:%Y%m%dT%H%M%S}"
     intervals = []
     binary = vegeta.vegeta_binary() if http_client == "vegeta" else None
@@ -349,7 +350,7 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
         "kind": "soak",
         "started_at": started.isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count()},
-        "code": report.code_version(),
+        "code": code,
         "parameters": {"minutes": minutes, "interval_seconds": interval, "workers": workers,
                        "post_per_second": post_rate, "get_per_second": get_rate,
                        "produced_per_second": produce_rate, "http_client": http_client},
