@@ -72,7 +72,6 @@ class BoundedRocksDBOptions(RocksDBOptions):
 
     def __init__(self, memory_limit: int, **options) -> None:
         super().__init__(**options)
-        self.memory_limit = memory_limit
         self.block_cache = rocksdict.Cache(memory_limit)
         self.write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
             int(memory_limit * self.MEMTABLE_SHARE), False, self.block_cache)  # False: flush early, never stall

@@ -8,7 +8,8 @@ import pytest
 
 from app.faust_compat import fixes
 from app.faust_compat.table_store import (
-    BoundedRocksDBOptions, apply_to_store, bound_store_memory, changelog_events, estimated_key_count, store_memory,
+    MIB, BoundedRocksDBOptions, apply_to_store, bound_store_memory, changelog_events, estimated_key_count,
+    store_memory,
 )
 
 
@@ -66,8 +67,6 @@ def test_key_count_of_owned_partitions_without_reading_the_keys(store, tmp_path)
     else:  # the memory store holds what it was given
         assert estimated_key_count(table, {1}) == 100
 
-
-MIB = 1024 * 1024
 
 
 def _flushed_store_memory(tmp_path, name: str, bounded: bool) -> dict[str, int]:
