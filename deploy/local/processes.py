@@ -8,6 +8,7 @@ the lock that serialises ``up``/``down`` on one state dir. Standard library only
 import contextlib
 import fcntl
 import os
+import random
 import shlex
 import socket
 import subprocess
@@ -80,19 +81,37 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct ports the kernel considers free right now."""
-    sockets = []
+# Ports handed out by free_ports() start here (below: well-known and registered services).
+FIRST_PICKED_PORT = 10000
+
+
+def ephemeral_ports() -> range:
+    """The kernel's range for the local ports of outgoing connections."""
     try:
-        # Hold all sockets open until done so the kernel hands out distinct ports.
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports nothing listens on right now, outside the kernel's ephemeral range.
+
+    A port from bind(0) is an ephemeral one, which the kernel also gives to
+    outgoing connections: with thousands of them open (make soak's load), one
+    took the port before the broker started on it could bind it ("Address
+    already in use"). A port outside that range is never taken so.
+    """
+    ephemeral = ephemeral_ports()
+    candidates = [port for port in range(FIRST_PICKED_PORT, 65536) if port not in ephemeral]
+    random.shuffle(candidates)  # two processes picking at once rarely pick the same
+    chosen = []
+    for port in candidates:
+        if port_is_free(port):
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+    raise StackError(f"fewer than {count} free ports outside the ephemeral range {ephemeral.start}-{ephemeral.stop - 1}")
 
 
 def read_pid(path: Path) -> int | None:

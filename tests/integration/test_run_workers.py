@@ -9,25 +9,17 @@ import sys
 
 import pytest
 
+from deploy.local.processes import free_ports, port_is_free
 from tests.integration.conftest import wait_until
 from tests.worker_process import REPO
 
 
 def consecutive_free_ports(count: int) -> int:
-    """A base port with `count` free ports from it (the OS picks, then the next ones are checked)."""
+    """A base port with `count` free ports from it (picked as the stack picks, then the next ones checked)."""
     for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = sock.getsockname()[1]
-        if base + count > 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
+        base = free_ports(1)[0]
+        if base + count <= 65536 and all(port_is_free(port) for port in range(base, base + count)):
+            return base
     pytest.fail("no run of free ports")
 
 
