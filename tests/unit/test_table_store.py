@@ -68,7 +68,6 @@ def test_key_count_of_owned_partitions_without_reading_the_keys(store, tmp_path)
         assert estimated_key_count(table, {1}) == 100
 
 
-
 def _flushed_store_memory(tmp_path, name: str, bounded: bool) -> dict[str, int]:
     """Memory of a RocksDB table of 1 partition after 160,000 keys went to disk in 8 flushes."""
     app = faust.App(name, store="rocksdb://", datadir=str(tmp_path / name), topic_partitions=1)
