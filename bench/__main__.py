@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -49,7 +48,7 @@ from pathlib import Path
 
 from app.adapters.topics import ensure_topic
 from app.settings import SETTINGS
-from bench import report
+from bench import machine, report
 from bench.ceilings import (BATCH, delete_topics_containing, drop_database, fresh_database, produce, raw_consume,
                             raw_insert)
 from bench.http_load import measure_http
@@ -115,8 +114,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict:
     result: dict = {
         "schema_version": 1,
         "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                 "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "host": machine.host(),
         "code": report.code_version(),
         "parameters": {
             "events": events, "partitions": PARTITIONS, "topic": topic,

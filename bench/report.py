@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.machine import speed_line
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = RESULTS_DIR.parents[1]
 
@@ -161,6 +163,8 @@ def text(result: dict) -> str:
         f"load average {load[0] if load else '?'} at start)",
         _text_table(THROUGHPUT_HEADER, throughput_rows(result)),
     ]
+    if speed_line(result["host"]):
+        parts.append("  " + speed_line(result["host"]))
     if "skipped" in (result.get("replay") or {}):
         parts.append(f"  replay: skipped ({result['replay']['skipped']})")
     if record_reader_line(result):
@@ -181,6 +185,8 @@ def markdown(result: dict) -> str:
     parts = [
         f"{p['events']:,} events over {p['partitions']} partitions, run {result['started_at']} "
         f"on {result['host']['cpus']} CPUs ({result['host']['platform']}).",
+        *([speed_line(result["host"])[0].upper() + speed_line(result["host"])[1:] + "."]
+          if speed_line(result["host"]) else []),
         "",
         _markdown_table(THROUGHPUT_HEADER, throughput_rows(result)),
     ]

@@ -53,7 +53,7 @@ from app.adapters.topics import ensure_topic
 from app.domain import idempotency
 from app.settings import SETTINGS
 from bench.ceilings import delete_topics_containing, drop_database, fresh_database
-from bench import vegeta
+from bench import machine, vegeta
 from bench.http_load import CONNECTIONS, POST_TIMESTAMP, open_loop, produce_at_rate
 from bench.live_worker import CpuShare, worker_env
 from bench import report
@@ -315,6 +315,8 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
         asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
     started = dt.datetime.now(dt.timezone.utc)
     code = report.code_version()  # what the workers run: a commit made during the run is not it
+    host = machine.host()  # before the load: how fast this machine runs Python today
+    print(machine.speed_line(host), file=sys.stderr, flush=True)
     name = f"soak-{started:%Y%m%dT%H%M%S}"
     intervals = []
     binary = vegeta.vegeta_binary() if http_client == "vegeta" else None
@@ -349,7 +351,7 @@ async def soak(bootstrap: str, server_url: str, minutes: float, interval: float,
     return {
         "kind": "soak",
         "started_at": started.isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count()},
+        "host": host,
         "code": code,
         "parameters": {"minutes": minutes, "interval_seconds": interval, "workers": workers,
                        "post_per_second": post_rate, "get_per_second": get_rate,

@@ -109,4 +109,6 @@ def test_bench_smoke_measures_every_section(tmp_path, bootstrap_servers, server_
 
     assert "bare Faust agent" in completed.stdout and str(path) in completed.stdout
     assert "record reader, CPU µs per record" in completed.stdout
+    positive(result["host"]["speed"], *result["host"]["speed"])  # how fast the machine ran Python, this run
+    assert "machine speed (CPU time, lower is faster)" in completed.stdout
     assert "| project worker ×2" in report.markdown(result)

@@ -35,6 +35,9 @@ def test_soak_smoke_samples_every_interval_and_loses_nothing(tmp_path, bootstrap
 
     assert result["parameters"]["http_client"] == "vegeta"  # the default: the load is not this Python process
     assert len(result["code"]["commit"]) == 40  # the commit measured
+    assert set(result["host"]["speed"]) == {"python_loop_ns_per_iteration", "json_decode_us",
+                                            "thread_round_trip_cpu_us"}  # the machine's speed, this run
+    assert all(figure > 0 for figure in result["host"]["speed"].values())
     intervals = result["intervals"]
     assert len(intervals) == MINUTES * 60 // INTERVAL_SECONDS
     for interval in intervals:
