@@ -197,6 +197,14 @@ class Settings:
         "", _optional_text,
         "Static group membership: a name stable across restarts of this worker (the pod name). A worker back "
         "within KAFKA_SESSION_TIMEOUT_SECONDS gets its partitions back without a rebalance; empty: dynamic.")
+    kafka_fetch_min_bytes: int = _setting(
+        "65536", _positive_int,
+        "Bytes the broker gathers for the worker's consumer before it answers a fetch, unless "
+        "KAFKA_FETCH_MAX_WAIT_SECONDS passes first: fewer, fuller fetches under a trickle of commands.")
+    kafka_fetch_max_wait_seconds: float = _setting(
+        "0.05", _positive_float,
+        "Longest the broker holds a fetch of the worker's consumer for KAFKA_FETCH_MIN_BYTES: the most it "
+        "adds to the time from a command's publish to its processing.")
     kafka_session_timeout_seconds: float = _setting(
         "10", _positive_float,
         "How soon the group notices a dead worker and hands its partitions to others.")

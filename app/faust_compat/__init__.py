@@ -8,11 +8,14 @@ from __future__ import annotations
 
 
 def install(tolerant_batch: type | None = None) -> None:
-    """Check Faust and aiokafka, then install the consumer fixes and the tolerant record reader.
+    """Check Faust and aiokafka, then install the consumer fixes, the tolerant record reader and
+    fewer, fuller fetches (KAFKA_FETCH_MIN_BYTES, KAFKA_FETCH_MAX_WAIT_SECONDS).
 
     `tolerant_batch` replaces the reader of a batch aiokafka cannot decode (the tests' faulty worker
     passes one that refuses).
     """
     from app.faust_compat import fixes
+    from app.settings import settings
 
     fixes.apply(tolerant_batch)
+    fixes.install_fetch_batching(settings.kafka_fetch_min_bytes, settings.kafka_fetch_max_wait_seconds)

@@ -69,6 +69,9 @@ Seen before the fixes as commands missing from PostgreSQL after two workers
 rebalanced, and after an agent raised, with the group's offsets at the end of
 the topic; `tests.integration.test_workers` and
 `tests.integration.test_agent_crash` check both.
+
+Besides the fixes, one change of cost, not of correctness: fewer, fuller
+fetches (`install_fetch_batching`, below).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ from __future__ import annotations
 import faust
 from faust import streams as faust_streams
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
@@ -184,6 +188,32 @@ def check_stream_iterator(cython_iterator: type | None = None, stream_class: typ
         raise RuntimeError(f"Faust iterates streams with {name}, but `app.faust_compat.fixes` was written for "
                            f"{CYTHON_STREAM_ITERATOR} or the Python iterator: re-check fixes 0 and 1 against it")
     return "cython"
+
+
+# Fewer, fuller fetches. Faust builds its consumer with fetch_max_wait_ms=1500 and aiokafka's
+# fetch_min_bytes=1, and has a setting for neither: the broker answers a fetch as soon as one record
+# is there. Under a trickle of commands each fetch returns a record or two, and each costs a round
+# trip between Faust's consumer thread and the event loop (docs/performance.md, "Fewer, fuller
+# fetches"). aiokafka reads both values when the consumer starts, and has no public setter for them.
+
+_original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+
+
+def batch_fetches(consumer, min_bytes: int, max_wait_seconds: float):
+    """An aiokafka consumer not started yet, set to have the broker gather `min_bytes` or wait
+    `max_wait_seconds` before it answers a fetch."""
+    consumer._fetch_min_bytes = min_bytes
+    consumer._fetch_max_wait_ms = int(max_wait_seconds * 1000)
+    return consumer
+
+
+def install_fetch_batching(min_bytes: int, max_wait_seconds: float) -> None:
+    """Every consumer Faust creates for a worker from now on batches its fetches so."""
+
+    def create_worker_consumer(self: AIOKafkaConsumerThread, transport):
+        return batch_fetches(_original_create_worker_consumer(self, transport), min_bytes, max_wait_seconds)
+
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
 
 
 # Private Faust state the service reads, fenced here (`tests.unit.test_faust_fixes`
