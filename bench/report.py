@@ -163,8 +163,8 @@ def text(result: dict) -> str:
         f"load average {load[0] if load else '?'} at start)",
         _text_table(THROUGHPUT_HEADER, throughput_rows(result)),
     ]
-    if speed_line(result["host"]):
-        parts.append("  " + speed_line(result["host"]))
+    if speed := speed_line(result["host"]):
+        parts.append("  " + speed)
     if "skipped" in (result.get("replay") or {}):
         parts.append(f"  replay: skipped ({result['replay']['skipped']})")
     if record_reader_line(result):
@@ -182,11 +182,11 @@ def text(result: dict) -> str:
 
 def markdown(result: dict) -> str:
     p = result["parameters"]
+    speed = speed_line(result["host"])
     parts = [
         f"{p['events']:,} events over {p['partitions']} partitions, run {result['started_at']} "
         f"on {result['host']['cpus']} CPUs ({result['host']['platform']}).",
-        *([speed_line(result["host"])[0].upper() + speed_line(result["host"])[1:] + "."]
-          if speed_line(result["host"]) else []),
+        *([speed[0].upper() + speed[1:] + "."] if speed else []),
         "",
         _markdown_table(THROUGHPUT_HEADER, throughput_rows(result)),
     ]
