@@ -25,7 +25,9 @@ stored; and no worker may report an audit gap. The verdicts
 compare with issue 21's targets: RSS growth after the first 5 minutes (per 30
 minutes), p99 of the last 5 minutes against minutes 5-10. Beside them: the growth
 of RSS less what the table's RocksDB stores hold (they fill up to their size),
-and the stores' peak against their budget (docs/deployment.md). Writes
+and the stores' peak against their budget (docs/deployment.md). The result
+also records how fast the machine ran Python at the start (bench.machine), so
+runs on different machines are told apart. Writes
 bench/results/soak-<UTC time>.json and, with --plot, a PNG next to it. Stops
 every process it started, drops its database and topics and removes its
 workers' state, whatever happens (their logs stay in --workdir until the next run).
