@@ -9,9 +9,15 @@ stream, broker and producer settings) and the same Faust fixes, batching like
 the real agent (BATCH_SIZE, BATCH_MAX_WAIT_SECONDS), with Faust's default
 Monitor. It processes nothing: each event of a batch is acknowledged.
 
-It also serves `GET /api/v1/timestamp/{id}` with one fixed record of the
-table's size: the floor of Faust's web layer (aiohttp, Faust's view dispatch)
-that the project's GETs are compared with (bench/http_load.py).
+It also serves the v1 API's two paths with nothing of ours on them, the floors
+the project's HTTP steps are compared with (bench/http_load.py):
+- `GET /api/v1/timestamp/{id}` answers one fixed record of the table's size:
+  Faust's web layer (aiohttp, Faust's view dispatch) alone;
+- `POST /api/v1/timestamp/{timestamp}` publishes a fixed command of a real one's
+  size to the topic this agent consumes, with a producer set like the worker's
+  (acks=all, idempotent, no linger), and answers its id once the broker
+  acknowledged it: Faust's web layer, aiokafka's publish, and this agent
+  taking what was posted.
 
 When BENCH_EVENTS events have been acknowledged, it writes to BENCH_RESULT_FILE
 one JSON object measured in this process: events and seconds from the first
@@ -21,6 +27,7 @@ process spent in that interval. Then it idles until it is stopped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -29,9 +36,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.web import Request, Response, View
 
 from app import faust_compat
+from app.adapters.kafka_client import KafkaConnection, client_options
+from app.adapters.kafka_partitioner import kafka_partitioner
 from app.domain.records import SourcePosition, TimestampRecord
 from app.faust_compat import fixes
 from app.faust_compat.options import faust_options
@@ -94,9 +104,38 @@ FLOOR_RECORD = TimestampRecord(
 ).as_json()
 
 
+# A command of the size the worker publishes (app/domain/commands.py's encoding of one).
+FLOOR_COMMAND = json.dumps({"command_id": "9b2f3c1e-6a4d-4e8b-9f00-1d2c3b4a5e6f",
+                            "event_timestamp": "2024-02-29T12:00:00Z", "received_at": "2026-12-06T06:00:00.123456Z"},
+                           separators=(",", ":")).encode()
+
+
+class FloorPublisher:
+    """One producer set like the worker's command publisher, started on the first POST."""
+
+    producer: AIOKafkaProducer | None = None
+    lock = asyncio.Lock()
+
+    @classmethod
+    async def started(cls) -> AIOKafkaProducer:
+        async with cls.lock:
+            if cls.producer is None:
+                producer = AIOKafkaProducer(**client_options(KafkaConnection.from_settings(settings)), acks="all",
+                                            enable_idempotence=True, linger_ms=0, partitioner=kafka_partitioner)
+                await producer.start()
+                cls.producer = producer
+        return cls.producer
+
+
 @app.page("/api/v1/timestamp/{value}")
 class FixedRecordView(View):
-    """The same URL as the project's GET, answered with a fixed record: nothing of ours on the path."""
+    """The project's two API paths with nothing of ours on them."""
 
     async def get(self, request: Request, value: str) -> Response:
         return self.bytes(FLOOR_RECORD, content_type="application/json")
+
+    async def post(self, request: Request, value: str) -> Response:
+        command_id = str(uuid.uuid4())
+        producer = FloorPublisher.producer or await FloorPublisher.started()
+        await producer.send_and_wait(topic.get_topic_name(), FLOOR_COMMAND, key=command_id.encode())
+        return self.json({"id": command_id})

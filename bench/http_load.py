@@ -12,10 +12,13 @@ not). GET steps read ids accepted by the POST steps while a background
 producer sends new commands straight to Kafka at a constant rate, so the
 worker keeps processing while it answers.
 
-The GET steps are then run again against the floor, bench/bare_faust.py: the
-same Faust, its web layer answering a fixed record and its agent taking the
-same background events, with nothing of ours. The cores each used give the
-worker's GET cost as a ratio to the framework's (`get_cores_vs_floor`).
+Both are then run again against the floor, bench/bare_faust.py: the same
+Faust, its web layer publishing a fixed command (acks=all, with a producer set
+like the worker's) or answering a fixed record, and its agent taking what was
+posted and the same background events, with nothing of ours. The cores each
+used give the worker's cost as a ratio to the framework's
+(`post_cores_vs_floor`, `get_cores_vs_floor`), and the floor's latencies say
+what any Faust worker doing the job gets on the same machine in the same run.
 """
 
 from __future__ import annotations
@@ -172,8 +175,12 @@ class HttpBench:
         async with self.session.get(f"{self.worker.url}/metrics") as response:
             return metric_value(await response.text(), SHED_METRIC)
 
-    async def post_step(self, rate: float, duration: float) -> dict:
-        url = f"{self.worker.url}/api/v1/timestamp/{POST_TIMESTAMP}"
+    async def post_step(self, rate: float, duration: float, server: Worker | None = None) -> dict:
+        """POSTs against `server` (the project's worker by default); the worker's accepted ids are
+        waited for in the database and kept for the GET steps."""
+        server = server or self.worker
+        ours = server is self.worker  # the floor (bench/bare_faust.py) persists and sheds nothing
+        url = f"{server.url}/api/v1/timestamp/{POST_TIMESTAMP}"
         accepted: list[str] = []
 
         async def send(i: int) -> int:
@@ -184,8 +191,8 @@ class HttpBench:
                     await response.read()
                 return response.status
 
-        shed_before = await self._shed_total()
-        cpu = CpuShare(self.worker.process.pid)
+        shed_before = await self._shed_total() if ours else 0
+        cpu = CpuShare(server.process.pid)
         if self.vegeta:
             results = await vegeta.attack(self.vegeta, [f"POST {url}"], rate, duration, self.timeout, CONNECTIONS)
             step = vegeta.step_statistics(results, rate, duration, ok_status=200)
@@ -193,9 +200,10 @@ class HttpBench:
         else:
             step = await open_loop(send, rate, duration, self.timeout, ok_status=200)
         step["cpu_cores"] = cpu.cores()
-        step["shed_by_server"] = int(await self._shed_total() - shed_before)
-        self.accepted.extend(accepted)
-        step["accepted_not_persisted"] = await self._wait_persisted(accepted)
+        if ours:
+            step["shed_by_server"] = int(await self._shed_total() - shed_before)
+            self.accepted.extend(accepted)
+            step["accepted_not_persisted"] = await self._wait_persisted(accepted)
         return step
 
     async def _wait_persisted(self, ids: list[str], timeout: float = 180) -> int:
@@ -249,10 +257,11 @@ class HttpBench:
         step["background_events"] = produced
         return step
 
-    async def floor_get_steps(self, rates: list[float], duration: float, background_rate: float,
-                              pause: float) -> list[dict]:
-        """The GET steps again, against bench/bare_faust.py's fixed-record view in place of the worker:
-        Faust's web layer, and its agent taking the same background events, with nothing of ours."""
+    async def floor_steps(self, post_rates: list[float], get_rates: list[float], duration: float,
+                          background_rate: float, pause: float) -> tuple[list[dict], list[dict]]:
+        """The POST and GET steps again, against bench/bare_faust.py in place of the worker: Faust's
+        web layer, a publish set like the worker's, and its agent taking what is posted and the GET
+        steps' background events, with nothing of ours."""
         self.worker.stop()  # idle, it would still process the background events on the same cores
         # A topic of its own: on the bench's, the floor would first read everything the steps before produced.
         topic = f"{self.topic}.floor"
@@ -261,17 +270,20 @@ class HttpBench:
                                 self.workdir / f"{self.name}-floor.log")
         try:
             await floor.start().wait_ready(120)
-            steps = []
-            for rate in rates:
-                steps.append(await self.get_step(rate, duration, background_rate, server=floor, topic=topic))
+            post, get = [], []
+            for rate in post_rates:
+                post.append(await self.post_step(rate, duration, server=floor))
+                await asyncio.sleep(pause)
+            for rate in get_rates:
+                get.append(await self.get_step(rate, duration, background_rate, server=floor, topic=topic))
                 await asyncio.sleep(pause)
         finally:
             floor.stop()
-        return steps
+        return post, get
 
 
 def cost_vs_floor(steps: list[dict], floor_steps: list[dict]) -> list[dict]:
-    """Per rate, the cores the worker used for its GET step, over the cores the floor used for the same step."""
+    """Per rate, the cores the worker used for a step, over the cores the floor used for the same step."""
     floor_cores = {step["rate"]: step["cpu_cores"]["worker"] for step in floor_steps}
     rows = []
     for step in steps:
@@ -285,7 +297,7 @@ def cost_vs_floor(steps: list[dict], floor_steps: list[dict]) -> list[dict]:
 async def measure_http(bootstrap: str, server_url: str, name: str, workdir: Path, post_rates: list[float],
                        get_rates: list[float], duration: float, background_rate: float,
                        timeout: float = 5.0, pause: float = 1.0, client: str = "python") -> dict:
-    """POST steps, then GET steps, against one fresh worker, then the GET steps against the floor;
+    """POST steps, then GET steps, against one fresh worker, then both against the floor;
     the topic is left to the caller to delete.
 
     `client`: "python" (this process's aiohttp client) or "vegeta" (bench.vegeta, a Go load generator).
@@ -300,14 +312,17 @@ async def measure_http(bootstrap: str, server_url: str, name: str, workdir: Path
         for rate in get_rates:
             get.append(await bench.get_step(rate, duration, background_rate))
             await asyncio.sleep(pause)
-        floor = await bench.floor_get_steps(get_rates, duration, background_rate, pause) if get_rates else []
+        floor_post, floor_get = (await bench.floor_steps(post_rates, get_rates, duration, background_rate, pause)
+                                 if post_rates or get_rates else ([], []))
     return {
         "client": client,
         "request_timeout_seconds": timeout,
         "get_background_events_per_second": background_rate,
         "post": post,
         "get": get,
-        "floor_get": floor,
-        "get_cores_vs_floor": cost_vs_floor(get, floor),
+        "floor_post": floor_post,
+        "floor_get": floor_get,
+        "post_cores_vs_floor": cost_vs_floor(post, floor_post),
+        "get_cores_vs_floor": cost_vs_floor(get, floor_get),
         "max_rate_p99_under_50ms": {"post": highest_passing_rate(post), "get": highest_passing_rate(get)},
     }

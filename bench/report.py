@@ -96,11 +96,11 @@ def _http_title(result: dict, method: str) -> str:
 FLOOR_HEADER = ("rate /s", "p50 ms", "p99 ms", "floor cores", "worker cores", "worker / floor")
 
 
-def floor_rows(http: dict) -> list[tuple[str, ...]]:
-    """The floor's GET steps beside the worker's cores at the same rates (results before the floor have none)."""
-    vs = {row["rate"]: row for row in http.get("get_cores_vs_floor", [])}
+def floor_rows(http: dict, method: str = "get") -> list[tuple[str, ...]]:
+    """The floor's steps beside the worker's cores at the same rates (results before the floor have none)."""
+    vs = {row["rate"]: row for row in http.get(f"{method}_cores_vs_floor", [])}
     rows = []
-    for step in http.get("floor_get", []):
+    for step in http.get(f"floor_{method}", []):
         row = vs.get(step["rate"], {})
         rows.append((_rate(step["rate"]), _num(step["p50_ms"]), _num(step["p99_ms"]),
                      _num(row.get("floor_cores"), 2), _num(row.get("worker_cores"), 2),
@@ -108,7 +108,11 @@ def floor_rows(http: dict) -> list[tuple[str, ...]]:
     return rows
 
 
-FLOOR_TITLE = "GET floor: the same steps against bench/bare_faust.py (Faust's web layer, a fixed record, nothing of ours)"
+FLOOR_TITLES = {
+    "post": "POST floor: the same steps against bench/bare_faust.py (Faust's web layer, an acks=all publish, "
+            "its agent taking what was posted; nothing of ours)",
+    "get": "GET floor: the same steps against bench/bare_faust.py (Faust's web layer, a fixed record, nothing of ours)",
+}
 
 
 def _best(result: dict) -> str:
@@ -171,8 +175,9 @@ def text(result: dict) -> str:
         parts.append("  " + record_reader_line(result))
     for method in ("post", "get"):
         parts += ["", _http_title(result, method), _text_table(HTTP_HEADER, http_rows(result["http"][method]))]
-    if floor_rows(result["http"]):
-        parts += ["", FLOOR_TITLE, _text_table(FLOOR_HEADER, floor_rows(result["http"]))]
+    for method in ("post", "get"):
+        if floor_rows(result["http"], method):
+            parts += ["", FLOOR_TITLES[method], _text_table(FLOOR_HEADER, floor_rows(result["http"], method))]
     parts += ["", _best(result)]
     if result.get("recovery"):
         parts += ["", recovery_title(result), _text_table(RECOVERY_HEADER, recovery_rows(
@@ -195,8 +200,10 @@ def markdown(result: dict) -> str:
     for method in ("post", "get"):
         parts += ["", f"**{_http_title(result, method)}**", "",
                   _markdown_table(HTTP_HEADER, http_rows(result["http"][method]))]
-    if floor_rows(result["http"]):
-        parts += ["", f"**{FLOOR_TITLE}**", "", _markdown_table(FLOOR_HEADER, floor_rows(result["http"]))]
+    for method in ("post", "get"):
+        if floor_rows(result["http"], method):
+            parts += ["", f"**{FLOOR_TITLES[method]}**", "",
+                      _markdown_table(FLOOR_HEADER, floor_rows(result["http"], method))]
     parts += ["", _best(result) + "."]
     if result.get("recovery"):
         parts += ["", f"**{recovery_title(result)}**", "",

@@ -72,17 +72,21 @@ def test_bench_smoke_measures_every_section(tmp_path, bootstrap_servers, server_
     for step in http["post"]:
         assert step["accepted_not_persisted"] == 0, step  # no accepted command lost
     assert all(step["background_events"] > 0 for step in http["get"])
-    # The floor: the same GET steps against bench/bare_faust.py, and the worker's cores over its.
-    assert [step["rate"] for step in http["floor_get"]] == RATES
-    for step in http["floor_get"]:
-        positive(step, "ok", "p50_ms", "p99_ms")
-        assert step["error_count"] == 0 and step["background_events"] > 0, step
-        assert "shed_by_server" not in step  # the floor has no shedding to count
-    assert [row["rate"] for row in http["get_cores_vs_floor"]] == RATES
-    for row, step, floor in zip(http["get_cores_vs_floor"], http["get"], http["floor_get"]):
-        assert (row["worker_cores"], row["floor_cores"]) == (step["cpu_cores"]["worker"], floor["cpu_cores"]["worker"])
-        # a few hundred GETs in 2 s can round to 0.00 cores on the floor: no ratio then
-        assert row["ratio"] == (round(row["worker_cores"] / row["floor_cores"], 2) if row["floor_cores"] else None)
+    # The floor: the same POST and GET steps against bench/bare_faust.py, and the worker's cores over its.
+    for method in ("post", "get"):
+        assert [step["rate"] for step in http[f"floor_{method}"]] == RATES
+        for step in http[f"floor_{method}"]:
+            positive(step, "ok", "p50_ms", "p99_ms")
+            assert step["error_count"] == 0, step
+            assert "shed_by_server" not in step and "accepted_not_persisted" not in step  # the floor has neither
+        assert [row["rate"] for row in http[f"{method}_cores_vs_floor"]] == RATES
+        for row, step, floor in zip(http[f"{method}_cores_vs_floor"], http[method], http[f"floor_{method}"]):
+            assert (row["worker_cores"], row["floor_cores"]) == (step["cpu_cores"]["worker"],
+                                                                 floor["cpu_cores"]["worker"])
+            # a few hundred requests in 2 s can round to 0.00 cores on the floor: no ratio then
+            assert row["ratio"] == (round(row["worker_cores"] / row["floor_cores"], 2) if row["floor_cores"] else None)
+    assert all(step["background_events"] > 0 for step in http["floor_get"])
+    assert report.FLOOR_TITLES["post"] in completed.stdout and report.FLOOR_TITLES["get"] in completed.stdout
 
     recovery = result["recovery"]
     assert [(run["history"], run["shape"]) for run in recovery["runs"]] == [
