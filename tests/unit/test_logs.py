@@ -1,0 +1,81 @@
+"""The JSON log line: ECS fields from the record and its context, nothing of the text pattern's."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from app.domain.correlation import log_context
+from app.observability.logs import ContextFilter, JsonFormatter
+
+
+@pytest.fixture
+def json_log():
+    """A logger writing this service's JSON lines to a buffer; call it for the lines so far."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter("timestamp-pipeline"))
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.json_log")
+    logger.handlers, logger.propagate, logger.level = [handler], False, logging.INFO
+    yield logger, lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logger.handlers = []
+
+
+def test_a_line_carries_the_ecs_fields_and_the_context(json_log):
+    logger, lines = json_log
+    tracer = TracerProvider().get_tracer("test")
+    with log_context("ING:0c8e1f4a-2b3d-4c5e-8f60-718293a4b5c6"), tracer.start_as_current_span("request") as span:
+        logger.info("Accepted command %s at %s[%d]@%d", "9b2f", "timestamp.command.v1", 3, 12)
+    [line] = lines()
+    context = span.get_span_context()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line.pop("@timestamp"))
+    assert line == {
+        "log.level": "info",
+        "message": "Accepted command 9b2f at timestamp.command.v1[3]@12",
+        "ecs.version": "1.6.0",
+        "log": {"logger": "tests.json_log"},
+        "service": {"name": "timestamp-pipeline"},
+        "correlation_id": "ING:0c8e1f4a-2b3d-4c5e-8f60-718293a4b5c6",
+        "trace": {"id": format(context.trace_id, "032x")},
+        "span": {"id": format(context.span_id, "016x")},
+    }
+
+
+def test_outside_a_request_a_line_has_no_correlation_or_trace(json_log):
+    logger, lines = json_log
+    logger.warning("Worker started")
+    [line] = lines()
+    assert line["log.level"] == "warning" and line["service"] == {"name": "timestamp-pipeline"}
+    assert not {"correlation_id", "trace", "span", "event", "service_name", "corr_id"} & set(line)
+
+
+def test_an_event_line_names_the_event(json_log):
+    logger, lines = json_log
+    with log_context("ING:x", "7f3c0e2a-0000-4000-8000-000000000001"):
+        logger.warning("Skipped message")
+    assert lines()[0]["event"] == {"id": "7f3c0e2a-0000-4000-8000-000000000001"}
+
+
+def test_an_exception_becomes_the_ecs_error_object(json_log):
+    logger, lines = json_log
+    try:
+        {}["missing"]
+    except KeyError:
+        logger.exception("Unhandled error in %s", "GET /x")
+    [line] = lines()
+    assert line["message"] == "Unhandled error in GET /x" and line["log.level"] == "error"
+    assert line["error"]["type"] == "KeyError" and line["error"]["message"] == "'missing'"
+    assert line["error"]["stack_trace"].startswith("Traceback (most recent call last):")
+    assert "exc_info" not in line
+
+
+def test_extra_fields_are_kept(json_log):
+    logger, lines = json_log
+    logger.info("Rebalanced", extra={"partitions": [0, 3]})
+    assert lines()[0]["partitions"] == [0, 3]
