@@ -9,8 +9,7 @@ from typing import Iterable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from opentelemetry import propagate
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from app.domain.correlation import (
     HTTP_HEADERS,
@@ -20,7 +19,7 @@ from app.domain.correlation import (
     validate_correlation_id,
 )
 from app.observability import metrics
-from app.observability.tracing import tracer
+from app.observability.tracing import request_span
 from app.aiohttp_compat.request_handler import arrived_at
 from app.settings import settings
 from web import auth
@@ -187,12 +186,10 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
         corr_id = new_correlation_id()
         response = json_error(400, "invalid_correlation_id", str(exc))
     else:
-        with log_context(corr_id), tracer.start_as_current_span(
-            f"{request.method} {route}",
-            context=propagate.extract(request.headers),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": request.method, "http.route": route,
-                        "url.path": request.path[:200], "correlation_id": corr_id},
+        with log_context(corr_id), request_span(
+            f"{request.method} {route}", request.headers,
+            lambda: {"http.request.method": request.method, "http.route": route,
+                     "url.path": request.path[:200], "correlation_id": corr_id},
         ) as span:
             response = await _handle(request, handler)
             span.set_attribute("http.response.status_code", response.status)

@@ -8,7 +8,6 @@ import uuid
 
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
-from opentelemetry.trace import SpanKind
 
 from app.adapters.publisher import PublisherOverloaded
 from app.domain import idempotency
@@ -18,7 +17,7 @@ from app.domain.rfc3339 import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339,
 from app.faust_compat.routing import OwnerUnknown, answer_from_owner
 from app.faust_app import app, command_topic
 from app.observability import metrics
-from app.observability.tracing import inject_headers, tracer
+from app.observability.tracing import inject_headers, publish_span
 from app.settings import settings
 from tables.timestamps_by_id import owns_key, timestamps_by_id
 from web.middleware import json_error, overloaded
@@ -82,15 +81,10 @@ def shed(request: Request) -> Response:
 
 
 async def _send(command_id: uuid.UUID, value: bytes):
-    with tracer.start_as_current_span(
-        f"send {command_topic.get_topic_name()}",
-        kind=SpanKind.PRODUCER,
-        attributes={"messaging.system": "kafka", "messaging.destination.name": command_topic.get_topic_name(),
-                    "messaging.operation": "publish", "messaging.message.id": str(command_id)},
-    ):
+    topic, key = command_topic.get_topic_name(), str(command_id)
+    with publish_span(topic, key):
         headers = [("correlation_id", (correlation_id.get() or "").encode()), *inject_headers()]
-        return await app.services.command_publisher.publish(
-            command_topic.get_topic_name(), str(command_id).encode(), value, headers)
+        return await app.services.command_publisher.publish(topic, key.encode(), value, headers)
 
 
 SERVED_FROM = "X-Served-From"  # table or database: where a GET's record came from

@@ -8,17 +8,20 @@ in the message headers) -> processing span in the agent -> database write span.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
-from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind
 
 tracer = trace.get_tracer("timestamp-pipeline")
+_ids = RandomIdGenerator()
 
 
 class _Exporting:
@@ -31,9 +34,10 @@ def setup_tracing(service_name: str) -> None:
     """Install the SDK tracer provider (once per process).
 
     Its sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG
-    (default: parentbased_always_on). Without an exporter the HTTP spans are
-    made non-recording (`local_sampler`), for the trace ids in the logs and the
-    traceparent sent on; the per-event spans of the agent are not made at all.
+    (default: parentbased_always_on). Without an exporter an HTTP request's span
+    is only its ids (`request_span`), for the trace ids in the logs and the
+    traceparent sent on; the per-event spans of the agent are not made at all,
+    and what else goes through the tracer records nothing (`local_sampler`).
     """
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
@@ -55,12 +59,49 @@ def setup_tracing(service_name: str) -> None:
 def local_sampler(exporting: bool) -> Sampler | None:
     """None (OTEL_TRACES_SAMPLER's) when spans are exported; otherwise a sampler that records none.
 
-    A span nothing exports needs only its ids: the trace id for the logs, and the
-    context a POST sends on in traceparent (continuing the caller's trace id). A
-    non-recording span has them, without the attributes, timing and processors of a
-    recorded one: 7.7 µs a request instead of 18.2 (docs/performance.md, "HTTP tails").
+    A span nothing exports needs only its ids. A non-recording span has them,
+    without the attributes, timing and processors of a recorded one (7.7 µs
+    instead of 18.2; docs/performance.md, "HTTP tails"); an HTTP request does
+    without the tracer altogether (`request_span`).
     """
     return None if exporting else ALWAYS_OFF
+
+
+def request_span(name: str, headers: Mapping[str, str], attributes: Callable[[], dict]):
+    """The current span of an HTTP request, continuing the caller's traceparent.
+
+    Exported: a SERVER span with `attributes()`. Unexported, only its ids are
+    used (the logs' trace.id, the traceparent a POST sends on), so they are made
+    without the tracer: a non-recording span through the SDK's sampler cost a
+    request 3.4 times as much (docs/performance.md, "POST against Faust's floor").
+    """
+    if _Exporting.value:
+        return tracer.start_as_current_span(name, context=propagate.extract(headers), kind=SpanKind.SERVER,
+                                            attributes=attributes())
+    caller = (trace.get_current_span(propagate.extract(headers)).get_span_context()
+              if "traceparent" in headers else None)
+    if caller is not None and caller.is_valid:
+        ids = SpanContext(caller.trace_id, _ids.generate_span_id(), is_remote=False, trace_state=caller.trace_state)
+    else:
+        ids = SpanContext(_ids.generate_trace_id(), _ids.generate_span_id(), is_remote=False)
+    return trace.use_span(NonRecordingSpan(ids), end_on_exit=False)
+
+
+def publish_span(topic: str, command_id: str):
+    """The PRODUCER span around a POST's publish when spans are exported; otherwise no span.
+
+    Unexported, the command's traceparent names the request's span, which carries
+    the same trace id, and nothing downstream makes a span of it: a second
+    non-recording span would only cost the POST its time.
+    """
+    if not _Exporting.value:
+        return contextlib.nullcontext()
+    return tracer.start_as_current_span(
+        f"send {topic}",
+        kind=SpanKind.PRODUCER,
+        attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
+                    "messaging.operation": "publish", "messaging.message.id": command_id},
+    )
 
 
 def inject_headers() -> list[tuple[str, bytes]]:

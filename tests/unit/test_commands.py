@@ -24,6 +24,10 @@ def test_encoded_command_keeps_the_seed_wire_format():
     body = json.loads(encode_command(COMMAND_ID, "2006-01-02T15:04:05Z", datetime.now(UTC)))
     assert body["command_id"] == str(COMMAND_ID)
     assert body["event_timestamp"] == "2006-01-02T15:04:05Z"
+    # Compact, in this key order: the bytes every earlier version published.
+    assert encode_command(COMMAND_ID, "2006-01-02T15:04:05Z", datetime(2020, 8, 31, 15, 4, 5, 123000, tzinfo=UTC)) == (
+        b'{"command_id":"add1f52d-7c56-4c9f-b319-1a266c355f6b","event_timestamp":"2006-01-02T15:04:05Z",'
+        b'"received_at":"2020-08-31T15:04:05.123000Z"}')
 
 
 def test_seed_format_from_other_producers_is_accepted_and_unknown_fields_ignored():
