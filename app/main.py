@@ -24,6 +24,7 @@ from app.bootstrap import bootstrap
 from app.faust_app import app
 from app.faust_compat import table_store
 from app.observability import metrics
+from app.observability.logs import skip_unused_record_fields
 from app.observability.tracing import setup_tracing
 from app.settings import SettingsError, settings
 from web import middleware
@@ -59,6 +60,7 @@ def start_worker(sender: faust.App, **kwargs) -> None:
     table_store.bound_store_memory(tables.timestamps_by_id.timestamps_by_id,
                                    settings.table_rocksdb_memory_mib * table_store.MIB)
     setup_tracing(settings.service_name)
+    skip_unused_record_fields()
     metrics.setup_faust_sensors(sender, name_prefix="faust")  # served at /metrics with ours
     metrics.collect_pipeline_metrics(sender, settings.command_topic, tables.timestamps_by_id.timestamps_by_id)
     sender.services = bootstrap(settings, **parts)

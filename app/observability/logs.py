@@ -119,13 +119,19 @@ class JsonFormatter(MsgspecFormatter):
     (docs/performance.md, "The log line"): one accepted POST logs one line.
     """
 
-    default_time_format = "%Y-%m-%dT%H:%M:%S"
-    default_msec_format = "%s.%03dZ"
-    converter = time.gmtime
-
     def __init__(self) -> None:
         super().__init__("{message}", style="{", static_fields={"ecs.version": ECS_VERSION},
                          reserved_attrs=[*RESERVED_ATTRS, "service_name", "corr_id"])
+        self._second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """ISO 8601 in UTC to the millisecond; the text of a second is made once a second."""
+        second, text = self._second
+        if int(record.created) != second:
+            second = int(record.created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
 
     def add_fields(self, log_data: dict, record: logging.LogRecord, message_dict: dict) -> None:
         log_data["@timestamp"] = self.formatTime(record)
@@ -136,6 +142,14 @@ class JsonFormatter(MsgspecFormatter):
             kind, error = record.exc_info[:2] if record.exc_info else (None, None)
             log_data["error"] = {"type": kind.__name__ if kind else None, "message": str(error) if error else None,
                                  "stack_trace": stack_trace}
+
+
+def skip_unused_record_fields() -> None:
+    """Neither format prints a record's thread, process or multiprocessing name: do not look them up
+    for each record (the logging HOWTO's "Optimization")."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def resolve_format(log_format: str, stream=sys.stderr) -> str:

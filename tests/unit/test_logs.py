@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from app.domain.correlation import log_context
-from app.observability.logs import ContextFilter, JsonFormatter
+from app.observability.logs import ContextFilter, JsonFormatter, skip_unused_record_fields
 
 
 @pytest.fixture
@@ -79,3 +79,22 @@ def test_extra_fields_are_kept(json_log):
     logger, lines = json_log
     logger.info("Rebalanced", extra={"partitions": [0, 3]})
     assert lines()[0]["partitions"] == [0, 3]
+
+
+def test_the_timestamp_is_the_records_time_in_utc_to_the_millisecond():
+    formatter = JsonFormatter()
+    stamps = []
+    for created in (1_700_000_000.9994, 1_700_000_001.0006, 1_700_000_001.5, 1_600_000_000.25):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        stamps.append(json.loads(formatter.format(record))["@timestamp"])
+    assert stamps == ["2023-11-14T22:13:20.999Z", "2023-11-14T22:13:21.000Z", "2023-11-14T22:13:21.500Z",
+                      "2020-09-13T12:26:40.250Z"]
+
+
+def test_records_skip_the_thread_and_process_lookups(monkeypatch):
+    for flag in ("logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, True)
+    skip_unused_record_fields()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    assert (record.thread, record.process, record.processName) == (None, None, None)
