@@ -196,6 +196,7 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_table_store_memory_bytes", "", labels=["part"])
         yield GaugeMetricFamily(f"{PREFIX}_asyncio_tasks", "")
         yield GaugeMetricFamily(f"{PREFIX}_gc_frozen_objects", "")
+        yield GaugeMetricFamily(f"{PREFIX}_gc_young_threshold", "")
 
     def collect(self):
         lag = GaugeMetricFamily(
@@ -226,6 +227,12 @@ class PipelineCollector(Collector):
             f"{PREFIX}_gc_frozen_objects",
             "Objects built at start-up that the garbage collector's full passes skip (gc.freeze at worker start).",
             value=gc.get_freeze_count(),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_gc_young_threshold",
+            "Net allocations of tracked objects between collections of the youngest generation "
+            "(gc.set_threshold at worker start).",
+            value=gc.get_threshold()[0],
         )
 
 

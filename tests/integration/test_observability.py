@@ -61,6 +61,7 @@ async def test_metrics_cover_rules_and_dashboards_and_pass_promtool(workers, htt
             if name == "faust_topic_partition_end_offset" and dict(labels)["topic"] == namespace.topic}
     assert sum(ends.values()) == 1  # the one command, read at scrape from what the fetcher saw
     assert values[("timestamp_gc_frozen_objects", ())] > 10_000  # start-up's objects, out of full collections
+    assert values[("timestamp_gc_young_threshold", ())] == 50_000  # app/main.py's YOUNG_COLLECTION_THRESHOLD
 
     checked = subprocess.run([promtool_path(), "check", "metrics"], input=body, capture_output=True, text=True)
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
