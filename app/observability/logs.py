@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 
 from opentelemetry import trace
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -138,10 +139,11 @@ class JsonFormatter(MsgspecFormatter):
         log_data["log.level"] = record.levelname.lower()
         super().add_fields(log_data, record, message_dict)
         log_data["log"] = {"logger": record.name}
-        if stack_trace := log_data.pop("exc_info", None):
-            kind, error = record.exc_info[:2] if record.exc_info else (None, None)
+        if log_data.pop("exc_info", None) and record.exc_info:
+            # As ecs-logging wrote it: the frames only; the type and message have fields of their own.
+            kind, error, frames = record.exc_info
             log_data["error"] = {"type": kind.__name__ if kind else None, "message": str(error) if error else None,
-                                 "stack_trace": stack_trace}
+                                 "stack_trace": "".join(traceback.format_tb(frames)) if frames else None}
 
 
 def skip_unused_record_fields() -> None:

@@ -71,7 +71,10 @@ def test_an_exception_becomes_the_ecs_error_object(json_log):
     [line] = lines()
     assert line["message"] == "Unhandled error in GET /x" and line["log.level"] == "error"
     assert line["error"]["type"] == "KeyError" and line["error"]["message"] == "'missing'"
-    assert line["error"]["stack_trace"].startswith("Traceback (most recent call last):")
+    # The frames, as ecs-logging wrote them: no "Traceback" header, no last line repeating type and message.
+    stack_trace = line["error"]["stack_trace"]
+    assert stack_trace.startswith(f'  File "{__file__}"') and '{}["missing"]' in stack_trace
+    assert "Traceback" not in stack_trace and "KeyError" not in stack_trace
     assert "exc_info" not in line
 
 
