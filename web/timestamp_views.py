@@ -9,12 +9,14 @@ import uuid
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
+from app.adapters.kafka_partitioner import key_partition
 from app.adapters.publisher import PublisherOverloaded
 from app.domain import idempotency
 from app.domain.commands import encode_command
 from app.domain.correlation import correlation_id
 from app.domain.rfc3339 import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
 from app.faust_compat.routing import OwnerUnknown, answer_from_owner
+from app.faust_compat.table_store import read_in_partition
 from app.faust_app import app, command_topic
 from app.observability import metrics
 from app.observability.tracing import inject_headers, publish_span
@@ -93,8 +95,9 @@ SERVED_FROM = "X-Served-From"  # table or database: where a GET's record came fr
 async def find_record(command_id: str) -> tuple[bytes | None, str]:
     """The record's JSON and where it came from: the table when this worker has it, else PostgreSQL
     (an id not written yet, one this worker does not own, or one TABLE_RETENTION expired)."""
-    # The table's store, not the table: Table.get tests membership and then reads, two RocksDB reads.
-    view = timestamps_by_id.data.get(command_id.encode())
+    key = command_id.encode()
+    # The key's partition store alone: Table.get tests membership and then reads each partition's.
+    view = read_in_partition(timestamps_by_id, key_partition(key, settings.command_topic_partitions), key)
     if view is not None:
         return view, "table"
     record = await app.services.database.fetch_record(uuid.UUID(command_id))

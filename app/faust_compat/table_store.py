@@ -216,6 +216,21 @@ def _at_offset(event: ChangelogEvent, offset: int) -> ChangelogEvent:
     return ChangelogEvent(event.key, event.value, ChangelogMessage(m.topic, m.partition, offset, m.key, m.value, m.tp))
 
 
+def read_in_partition(table, partition: int, key: bytes) -> bytes | None:
+    """A key's value in the table's local store, read from its partition's database alone; None if absent.
+
+    For a table with `use_partitioner=True` a key lives in one partition's database,
+    the one its partitioner names. Faust's read tries each open database in turn (a
+    bloom-filter probe each, and an LRU index of keys) since it does not know the
+    partition; a GET does. Keys and values are the table's raw bytes.
+    """
+    store = table.data
+    if not isinstance(store, RocksDBStore):
+        return store.get(key)
+    database = fixes.rocksdb_databases(store).get(partition)
+    return None if database is None else database.get(key)
+
+
 def estimated_key_count(table, partitions: Iterable[int]) -> int:
     """Keys of these partitions in the table's local store, without reading them.
 

@@ -9,7 +9,7 @@ import pytest
 from app.faust_compat import fixes
 from app.faust_compat.table_store import (
     MIB, BoundedRocksDBOptions, apply_to_store, bound_store_memory, changelog_events, estimated_key_count,
-    store_memory,
+    read_in_partition, store_memory,
 )
 
 
@@ -26,6 +26,22 @@ def test_puts_and_deletes_reach_the_store_with_their_offsets(store, tmp_path):
     assert table.get(b"a") is None
     if store == "rocksdb://":
         assert table.persisted_offset(faust.types.TP(topic, 1)) == 2  # where a recovery would resume
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_key_is_read_from_its_partition_alone(store, tmp_path):
+    app = faust.App("table-store-read", store=store, datadir=str(tmp_path), topic_partitions=2)
+    table = app.Table("t", key_type=bytes, value_type=bytes, partitions=2, use_partitioner=True)
+    topic = table.changelog_topic.get_topic_name()
+    apply_to_store(table, changelog_events(topic, 1, 0, [(b"a", b'{"id":"a"}')]))
+    apply_to_store(table, changelog_events(topic, 0, 0, [(b"b", b"2")]))
+
+    assert read_in_partition(table, 1, b"a") == table.get(b"a") == b'{"id":"a"}'
+    assert read_in_partition(table, 0, b"b") == b"2"
+    assert read_in_partition(table, 1, b"missing") is None
+    if store == "rocksdb://":  # the memory store keeps one dict for all partitions
+        assert read_in_partition(table, 0, b"a") is None  # only the named partition is read
+        assert read_in_partition(table, 5, b"a") is None  # a partition with no database here
 
 
 def test_the_persisted_offset_does_not_pass_records_the_store_never_got(tmp_path):
