@@ -117,7 +117,7 @@ class JsonFormatter(MsgspecFormatter):
     `log.logger`, the ContextFilter's objects, `error` for an exception, and any `extra=` field.
 
     These are the fields ecs-logging wrote for this service, in a quarter of its CPU time
-    (docs/performance.md, "The log line"): one accepted POST logs one line.
+    (docs/performance.md, "POST against Faust's floor"): one accepted POST logs one line.
     """
 
     def __init__(self) -> None:
