@@ -127,13 +127,37 @@ def owned_table_partitions() -> set[int]:
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.command_topic}
 
 
+class OwnedForGets:
+    """`owned_table_partitions()` as GETs see it: read from the consumer once per rebalance.
+
+    Building the set from the consumer's assignment was a tenth of a GET at 2,000/s
+    (docs/performance.md, part 5). Forgotten when partitions are revoked and again
+    when they are assigned, so the first GET after a rebalance reads the new assignment.
+    """
+
+    partitions: frozenset[int] | None = None
+
+
+@app.on_partitions_revoked.connect
+async def forget_owned_on_revoke(sender, *args, **kwargs) -> None:
+    OwnedForGets.partitions = None
+
+
+@app.on_partitions_assigned.connect
+async def forget_owned_on_assign(sender, *args, **kwargs) -> None:
+    OwnedForGets.partitions = None
+
+
 def owns_key(key: bytes) -> bool:
     """Whether this worker owns the key's table partition now, so answers its GET without Faust's router.
 
     The router names the owner by the same partitioner, but builds the owner's URL
     for every GET: about 20 µs of a GET that never leaves this worker (docs/performance.md, part 4).
     """
-    return key_partition(key, settings.command_topic_partitions) in owned_table_partitions()
+    owned = OwnedForGets.partitions
+    if owned is None:
+        owned = OwnedForGets.partitions = frozenset(owned_table_partitions())
+    return key_partition(key, settings.command_topic_partitions) in owned
 
 
 @app.task
