@@ -42,6 +42,7 @@ from faust.web import Request, Response, View
 from app import faust_compat
 from app.adapters.kafka_client import KafkaConnection, client_options
 from app.adapters.kafka_partitioner import kafka_partitioner
+from app.domain.commands import encode_command
 from app.domain.records import SourcePosition, TimestampRecord
 from app.faust_compat import fixes
 from app.faust_compat.options import faust_options
@@ -104,10 +105,9 @@ FLOOR_RECORD = TimestampRecord(
 ).as_json()
 
 
-# A command of the size the worker publishes (app/domain/commands.py's encoding of one).
-FLOOR_COMMAND = json.dumps({"command_id": "9b2f3c1e-6a4d-4e8b-9f00-1d2c3b4a5e6f",
-                            "event_timestamp": "2024-02-29T12:00:00Z", "received_at": "2026-12-06T06:00:00.123456Z"},
-                           separators=(",", ":")).encode()
+# A command as the worker publishes one, encoded once here.
+FLOOR_COMMAND = encode_command(uuid.UUID("9b2f3c1e-6a4d-4e8b-9f00-1d2c3b4a5e6f"), "2024-02-29T12:00:00Z",
+                               datetime(2026, 12, 6, 6, 0, 0, 123456, tzinfo=timezone.utc))
 
 
 class FloorPublisher:

@@ -139,12 +139,8 @@ class OwnedForGets:
 
 
 @app.on_partitions_revoked.connect
-async def forget_owned_on_revoke(sender, *args, **kwargs) -> None:
-    OwnedForGets.partitions = None
-
-
 @app.on_partitions_assigned.connect
-async def forget_owned_on_assign(sender, *args, **kwargs) -> None:
+async def forget_owned_partitions(sender, *args, **kwargs) -> None:
     OwnedForGets.partitions = None
 
 
