@@ -86,7 +86,7 @@ shed_log = ShedLog()
 
 def overloaded(request: web.Request, reason: str, detail: str) -> web.Response:
     """503 + Retry-After, at once: the request is not handled (for a POST: nothing is published)."""
-    metrics.http_requests_shed.labels(_route(request), request.method, reason).inc()
+    metrics.http_requests_shed.labels(_route(request), _method_label(request.method), reason).inc()
     shed_log.shed(reason, detail)
     return json_error(503, "overloaded", "the service is at capacity; the request was not handled, retry later",
                       headers={"Retry-After": OVERLOADED_RETRY_AFTER_SECONDS})
@@ -113,6 +113,15 @@ def _method_not_allowed(request: web.Request, allowed: Iterable[str]) -> web.Res
     return json_error(405, "method_not_allowed",
                       f"{request.method} {request.path[:200]}: method not allowed; allowed: {', '.join(methods)}",
                       headers={"Allow": ", ".join(methods)})
+
+
+# Methods reported as themselves in metrics; any other token a client sends is "other",
+# so that made-up methods cannot grow the metrics' label sets.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+
+def _method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 def _route(request: web.Request) -> str:
@@ -196,8 +205,9 @@ async def observe_requests(request: web.Request, handler) -> web.StreamResponse:
             if response.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
     response.headers[RESPONSE_HEADER] = corr_id
-    metrics.http_requests.labels(route, request.method, str(response.status)).inc()
-    metrics.http_request_duration.labels(route, request.method).observe(time.monotonic() - started)
+    method = _method_label(request.method)
+    metrics.http_requests_by(route, method, response.status).inc()
+    metrics.http_request_duration_by(route, method).observe(time.monotonic() - started)
     return response
 
 

@@ -14,6 +14,7 @@ from app.adapters.publisher import PublisherOverloaded
 from app.domain import idempotency
 from app.domain.commands import encode_command
 from app.domain.correlation import correlation_id
+from app.domain.records import canonical_id
 from app.domain.rfc3339 import RFC3339_FORMAT, InvalidTimestamp, format_rfc3339, parse_rfc3339, utc_now
 from app.faust_compat.routing import OwnerUnknown, answer_from_owner
 from app.faust_compat.table_store import read_in_partition
@@ -21,7 +22,7 @@ from app.faust_app import app, command_topic
 from app.observability import metrics
 from app.observability.tracing import inject_headers, publish_span
 from app.settings import settings
-from tables.timestamps_by_id import owns_key, timestamps_by_id
+from tables.timestamps_by_id import owns_partition, timestamps_by_id
 from web.middleware import json_error, overloaded
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,11 @@ async def _send(command_id: uuid.UUID, value: bytes):
 SERVED_FROM = "X-Served-From"  # table or database: where a GET's record came from
 
 
-async def find_record(command_id: str) -> tuple[bytes | None, str]:
+async def find_record(command_id: str, partition: int) -> tuple[bytes | None, str]:
     """The record's JSON and where it came from: the table when this worker has it, else PostgreSQL
     (an id not written yet, one this worker does not own, or one TABLE_RETENTION expired)."""
-    key = command_id.encode()
     # The key's partition store alone: Table.get tests membership and then reads each partition's.
-    view = read_in_partition(timestamps_by_id, key_partition(key, settings.command_topic_partitions), key)
+    view = read_in_partition(timestamps_by_id, partition, command_id.encode())
     if view is not None:
         return view, "table"
     record = await app.services.database.fetch_record(uuid.UUID(command_id))
@@ -113,10 +113,11 @@ class TimestampView(View):
 
     async def get(self, request: Request, value: str) -> Response:
         try:
-            command_id = str(uuid.UUID(value))
+            command_id = canonical_id(value)
         except ValueError:
             return json_error(400, "invalid_id", f"id must be a UUID (got {value[:64]!r})")
-        if request.headers.get(ROUTED_HEADER) is None and not owns_key(command_id.encode()):
+        partition = key_partition(command_id.encode(), settings.command_topic_partitions)
+        if request.headers.get(ROUTED_HEADER) is None and not owns_partition(partition):
             try:
                 answer = await answer_from_owner(app, timestamps_by_id.name, command_id.encode(), self.web,
                                                  lambda: _routed(request), keep_headers=(SERVED_FROM,))
@@ -124,8 +125,8 @@ class TimestampView(View):
                     return answer
             except OwnerUnknown as exc:  # rebalancing, or unreachable: PostgreSQL still answers
                 log.warning("Could not route GET %s to its owner: %s", command_id, exc)
-        view, source = await find_record(command_id)
-        metrics.record_lookups.labels(source).inc()
+        view, source = await find_record(command_id, partition)
+        metrics.record_lookups_by(source).inc()
         if view is None:
             return json_error(404, "not_found", f"no timestamp record with id {command_id} (yet)")
         return self.bytes(view, content_type="application/json", headers={SERVED_FROM: source})

@@ -6,11 +6,9 @@ log line written while handling it carries it (`app.observability.logs`).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
+import random
 import re
-import uuid
-from typing import Iterator
 
 MAX_LENGTH = 100
 HTTP_HEADERS = ("X-Correlation-ID", "correlationId", "X-Request-ID")
@@ -33,8 +31,21 @@ def validate_correlation_id(value: str) -> str:
     return value
 
 
+# A version 4 UUID's fixed bits: the version nibble (4) and the RFC 4122 variant (10).
+_UUID4_FIXED_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_FIXED_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_correlation_id(service: str = "ING") -> str:
-    return f"{service}:{uuid.uuid4()}"
+    """`<service>:<random version 4 UUID>`.
+
+    The bits come from `random`, not `os.urandom` as `uuid.uuid4()`'s do: a
+    correlation id only has to be unique, not secret, and this is made for every
+    request without one (0.8 µs against uuid4's 7 here). `random` reseeds
+    itself in a forked child, so processes do not share a sequence.
+    """
+    digits = f"{random.getrandbits(128) & _UUID4_FIXED_CLEAR | _UUID4_FIXED_SET:032x}"
+    return f"{service}:{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def from_kafka_headers(headers: object) -> str | None:
@@ -54,12 +65,21 @@ correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("cor
 event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
 
 
-@contextlib.contextmanager
-def log_context(correlation: str | None, event: str | None = None) -> Iterator[None]:
-    """Within the block, log lines carry this correlation id (and event id)."""
-    tokens = (correlation_id.set(correlation), event_id.set(event))
-    try:
-        yield
-    finally:
-        correlation_id.reset(tokens[0])
-        event_id.reset(tokens[1])
+class log_context:
+    """Within the block, log lines carry this correlation id (and event id).
+
+    A class rather than a generator-based context manager: every request enters one,
+    and this costs a third of what `contextlib.contextmanager` does.
+    """
+
+    __slots__ = ("correlation", "event", "tokens")
+
+    def __init__(self, correlation: str | None, event: str | None = None) -> None:
+        self.correlation, self.event = correlation, event
+
+    def __enter__(self) -> None:
+        self.tokens = (correlation_id.set(self.correlation), event_id.set(self.event))
+
+    def __exit__(self, *exc_info: object) -> None:
+        correlation_id.reset(self.tokens[0])
+        event_id.reset(self.tokens[1])

@@ -38,6 +38,8 @@ def samples(body: str) -> dict[tuple, float]:
 async def test_metrics_cover_rules_and_dashboards_and_pass_promtool(workers, http, namespace):
     worker = await workers(LOG_FORMAT="json").wait_ready()
     await post_and_wait(http, worker, namespace, f"ING:{uuid.uuid4()}")
+    async with http.request("PROPFIND", f"{worker.url}/api/v1/timestamp/2009-09-28T19:03:12Z") as response:
+        assert response.status == 405  # a WebDAV method: counted, but not as a label of its own
 
     async def lag_is_zero():
         async with http.get(f"{worker.url}/metrics") as response:
@@ -56,6 +58,9 @@ async def test_metrics_cover_rules_and_dashboards_and_pass_promtool(workers, htt
     assert values[("timestamp_end_to_end_latency_seconds_count", ())] == 1
     route = (("method", "POST"), ("route", "/api/v1/timestamp/{value}"), ("status", "200"))
     assert values[("timestamp_http_requests_total", route)] == 1
+    webdav = (("method", "other"), ("route", "unmatched"), ("status", "405"))  # no route has the method
+    assert values[("timestamp_http_requests_total", webdav)] == 1
+    assert not [labels for _, labels in values if ("method", "PROPFIND") in labels]
     assert any(name.startswith("faust_") for name, _ in values)
     ends = {dict(labels)["partition"]: v for (name, labels), v in values.items()
             if name == "faust_topic_partition_end_offset" and dict(labels)["topic"] == namespace.topic}

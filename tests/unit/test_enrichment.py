@@ -7,7 +7,7 @@ from msgspec.structs import replace
 
 from app.domain.batch_plan import ConsumedMessage, plan_batch
 from app.domain.commands import encode_command
-from app.domain.records import SourcePosition, TimestampRecord, key_of
+from app.domain.records import SourcePosition, TimestampRecord, canonical_id, key_of
 from app.domain.rfc3339 import parse_rfc3339, utc_now
 
 UTC = timezone.utc
@@ -137,3 +137,18 @@ def test_record_json_is_byte_for_byte_the_compact_json_of_its_view(correlation_i
 def test_the_key_of_a_command_id_is_its_canonical_text():
     ids = [uuid.uuid4() for _ in range(2_000)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
     assert [key_of(i) for i in ids] == [str(i).encode() for i in ids]
+
+
+def test_a_command_id_text_becomes_what_str_of_its_uuid_gives():
+    ids = [uuid.uuid4() for _ in range(500)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
+    for command_id in ids:
+        canonical = str(command_id)
+        for text in (canonical, canonical.upper(), command_id.hex, f"{{{canonical}}}", command_id.urn):
+            assert canonical_id(text) == canonical
+
+
+@pytest.mark.parametrize("text", ["", "not-a-uuid", "52f2665d-c087-42e5-a571-89061021a37",
+                                  "52f2665d-c087-42e5-a571-89061021a37cd", "52f2665d-c087-42e5-a571-89061021a37g"])
+def test_text_that_is_not_a_uuid_is_refused(text):
+    with pytest.raises(ValueError):
+        canonical_id(text)
