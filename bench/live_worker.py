@@ -38,6 +38,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15
 
 
+def thread_cpu_wait_seconds(pid: int) -> float:
+    """Seconds the process's main thread (its event loop) was runnable but waited for a core, since it started.
+
+    The second field of /proc/<pid>/task/<pid>/schedstat: time on the scheduler's run
+    queue. A request that arrives meanwhile waits as long, whatever the code does.
+    """
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def machine_busy_seconds() -> float:
     """CPU time every core spent on anything but idle and I/O wait since boot, from /proc/stat."""
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(
@@ -46,18 +55,21 @@ def machine_busy_seconds() -> float:
 
 
 class CpuShare:
-    """Cores used during a span, by one process and by the whole machine: what else the load competed with."""
+    """Cores used during a span, by one process and by the whole machine: what else the load competed with;
+    and the share of the span the process's event-loop thread waited for a core (`loop_waited_for_cpu`)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.wall, self.process, self.machine = time.monotonic(), process_cpu_seconds(pid), machine_busy_seconds()
+        self.loop_wait = thread_cpu_wait_seconds(pid)
 
     def cores(self) -> dict:
         wall = time.monotonic() - self.wall
         process = process_cpu_seconds(self.pid) - self.process
         machine = machine_busy_seconds() - self.machine
         return {"worker": round(process / wall, 2), "machine": round(machine / wall, 2),
-                "rest": round((machine - process) / wall, 2)}
+                "rest": round((machine - process) / wall, 2),
+                "loop_waited_for_cpu": round((thread_cpu_wait_seconds(self.pid) - self.loop_wait) / wall, 3)}
 
 
 class BareFaustWorker(Worker):

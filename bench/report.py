@@ -56,16 +56,22 @@ def throughput_rows(result: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _loop_wait(step: dict) -> str:
+    """The share of the step the server's event-loop thread waited for a core (results before it have none)."""
+    waited = step.get("cpu_cores", {}).get("loop_waited_for_cpu")
+    return "" if waited is None else f"{waited:.0%}"
+
+
 def http_rows(steps: list[dict]) -> list[tuple[str, ...]]:
     rows = []
     for s in steps:
         errors = ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) or "0"
         rows.append((_rate(s["rate"]), _rate(s["sent_per_second"]), f"{s['ok']:,}", _num(s["p50_ms"]),
-                     _num(s["p99_ms"]), _num(s["max_ms"]), errors))
+                     _num(s["p99_ms"]), _num(s["max_ms"]), errors, _loop_wait(s)))
     return rows
 
 
-HTTP_HEADER = ("rate /s", "sent /s", "ok", "p50 ms", "p99 ms", "max ms", "errors")
+HTTP_HEADER = ("rate /s", "sent /s", "ok", "p50 ms", "p99 ms", "max ms", "errors", "loop waited for a core")
 THROUGHPUT_HEADER = ("over the same topic", "events/s", "CPU µs/event", "ratio")
 
 
@@ -93,7 +99,8 @@ def _http_title(result: dict, method: str) -> str:
     return title
 
 
-FLOOR_HEADER = ("rate /s", "p50 ms", "p99 ms", "floor cores", "worker cores", "worker / floor")
+FLOOR_HEADER = ("rate /s", "p50 ms", "p99 ms", "floor cores", "worker cores", "worker / floor",
+                "floor's loop waited for a core")
 
 
 def floor_rows(http: dict, method: str = "get") -> list[tuple[str, ...]]:
@@ -104,7 +111,7 @@ def floor_rows(http: dict, method: str = "get") -> list[tuple[str, ...]]:
         row = vs.get(step["rate"], {})
         rows.append((_rate(step["rate"]), _num(step["p50_ms"]), _num(step["p99_ms"]),
                      _num(row.get("floor_cores"), 2), _num(row.get("worker_cores"), 2),
-                     f"{row['ratio']:.2f}×" if row.get("ratio") else ""))
+                     f"{row['ratio']:.2f}×" if row.get("ratio") else "", _loop_wait(step)))
     return rows
 
 

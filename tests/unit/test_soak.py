@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 from bench.live_worker import CpuShare
@@ -62,6 +64,22 @@ def test_cpu_share_counts_the_process_and_the_machine():
     assert 0.5 <= cores["worker"] <= 1.1
     assert cores["machine"] >= cores["worker"] - 0.05  # the machine's count includes this process
     assert abs(cores["rest"] - (cores["machine"] - cores["worker"])) <= 0.011
+    assert 0 <= cores["loop_waited_for_cpu"] <= 1
+
+
+def test_cpu_share_counts_the_loop_threads_wait_for_a_core():
+    """Two more busy processes than cores: each one, this one too, waits for a core much of the time."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() + 1)]
+    try:
+        share = CpuShare(os.getpid())
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            pass
+        assert share.cores()["loop_waited_for_cpu"] >= 0.2
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def test_a_post_is_in_doubt_unless_accepted_or_shed():
