@@ -12,7 +12,7 @@ import contextlib
 import os
 from typing import Callable, Iterable, Mapping, Sequence
 
-from opentelemetry import propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -84,7 +84,25 @@ def request_span(name: str, headers: Mapping[str, str], attributes: Callable[[],
         ids = SpanContext(caller.trace_id, _ids.generate_span_id(), is_remote=False, trace_state=caller.trace_state)
     else:
         ids = SpanContext(_ids.generate_trace_id(), _ids.generate_span_id(), is_remote=False)
-    return trace.use_span(NonRecordingSpan(ids), end_on_exit=False)
+    return _Current(NonRecordingSpan(ids))
+
+
+class _Current:
+    """The span current within the block: `trace.use_span(span, end_on_exit=False)` for a span that
+    records nothing, whose exceptions are not recorded anyway; a class rather than a generator, at a
+    third of the cost, since every request enters one."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> Span:
+        self.token = context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, *exc_info: object) -> None:
+        context.detach(self.token)
 
 
 def publish_span(topic: str, command_id: str):

@@ -66,6 +66,10 @@ def test_an_unexported_request_span_is_only_ids_continuing_the_caller(monkeypatc
             assert fresh.get_span_context().is_valid and not fresh.is_recording()
             spans.append(fresh.get_span_context())
     assert len({context.trace_id for context in spans} | {0x0af7651916cd43dd8448eb211c80319c}) == 3
+    with pytest.raises(RuntimeError), tracing.request_span("GET /x", {}, dict) as failed:
+        assert trace.get_current_span() is failed
+        raise RuntimeError
+    assert trace.get_current_span() is trace.INVALID_SPAN  # left current by no block, even one that raised
 
 
 def test_an_exported_request_span_is_a_server_span_of_the_caller(monkeypatch):
