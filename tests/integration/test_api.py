@@ -36,7 +36,10 @@ async def test_post_then_get_round_trip(worker, http, namespace):
         body = await response.json()
         assert response.headers["Location"] == f"/api/v1/timestamp/{body['id']}"
         assert response.headers["X-Correlation-ID"] == correlation_id
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"  # as Faust's json() answers
+        assert await response.read() == f'{{"id":"{body["id"]}"}}'.encode()
     command_id = str(uuid.UUID(body["id"]))
+    assert command_id == body["id"] and uuid.UUID(command_id).version == 4
 
     record = await get_when_persisted(http, worker.url, command_id)
     assert record["id"] == record["command_id"] == command_id
