@@ -49,19 +49,28 @@ def thread_cpu_wait_seconds(pid: int) -> float:
 
 def machine_busy_seconds() -> float:
     """CPU time every core spent on anything but idle and I/O wait since boot, from /proc/stat."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
-        int, Path("/proc/stat").read_text().splitlines()[0].split()[1:9])
+    user, nice, system, _idle, _iowait, irq, softirq, steal = _machine_times()
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def machine_steal_seconds() -> float:
+    """CPU time the hypervisor gave other guests while this machine's cores wanted it, since boot."""
+    return _machine_times()[7] / CLOCK_TICKS
+
+
+def _machine_times() -> list[int]:
+    return list(map(int, Path("/proc/stat").read_text().splitlines()[0].split()[1:9]))
 
 
 class CpuShare:
     """Cores used during a span, by one process and by the whole machine: what else the load competed with;
-    and the share of the span the process's event-loop thread waited for a core (`loop_waited_for_cpu`)."""
+    and the share of the span the process's event-loop thread waited for a core (`loop_waited_for_cpu`), and
+    the cores the hypervisor gave other guests meanwhile (`stolen`, part of `machine` and `rest`)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.wall, self.process, self.machine = time.monotonic(), process_cpu_seconds(pid), machine_busy_seconds()
-        self.loop_wait = thread_cpu_wait_seconds(pid)
+        self.loop_wait, self.steal = thread_cpu_wait_seconds(pid), machine_steal_seconds()
 
     def cores(self) -> dict:
         wall = time.monotonic() - self.wall
@@ -69,7 +78,8 @@ class CpuShare:
         machine = machine_busy_seconds() - self.machine
         return {"worker": round(process / wall, 2), "machine": round(machine / wall, 2),
                 "rest": round((machine - process) / wall, 2),
-                "loop_waited_for_cpu": round((thread_cpu_wait_seconds(self.pid) - self.loop_wait) / wall, 3)}
+                "loop_waited_for_cpu": round((thread_cpu_wait_seconds(self.pid) - self.loop_wait) / wall, 3),
+                "stolen": round((machine_steal_seconds() - self.steal) / wall, 3)}
 
 
 class BareFaustWorker(Worker):

@@ -59,7 +59,12 @@ def throughput_rows(result: dict) -> list[tuple[str, str, str, str]]:
 def _loop_wait(step: dict) -> str:
     """The share of the step the server's event-loop thread waited for a core (results before it have none)."""
     waited = step.get("cpu_cores", {}).get("loop_waited_for_cpu")
-    return "" if waited is None else f"{waited:.0%}"
+    return "–" if waited is None else f"{waited:.0%}"
+
+
+def _stolen(step: dict) -> str:
+    """The cores the hypervisor gave other guests during the step (results before it have none)."""
+    return _num(step.get("cpu_cores", {}).get("stolen"), 2)
 
 
 def http_rows(steps: list[dict]) -> list[tuple[str, ...]]:
@@ -67,11 +72,12 @@ def http_rows(steps: list[dict]) -> list[tuple[str, ...]]:
     for s in steps:
         errors = ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) or "0"
         rows.append((_rate(s["rate"]), _rate(s["sent_per_second"]), f"{s['ok']:,}", _num(s["p50_ms"]),
-                     _num(s["p99_ms"]), _num(s["max_ms"]), errors, _loop_wait(s)))
+                     _num(s["p99_ms"]), _num(s["max_ms"]), errors, _loop_wait(s), _stolen(s)))
     return rows
 
 
-HTTP_HEADER = ("rate /s", "sent /s", "ok", "p50 ms", "p99 ms", "max ms", "errors", "loop waited for a core")
+HTTP_HEADER = ("rate /s", "sent /s", "ok", "p50 ms", "p99 ms", "max ms", "errors", "loop waited for a core",
+               "cores stolen")
 THROUGHPUT_HEADER = ("over the same topic", "events/s", "CPU µs/event", "ratio")
 
 
@@ -100,7 +106,7 @@ def _http_title(result: dict, method: str) -> str:
 
 
 FLOOR_HEADER = ("rate /s", "p50 ms", "p99 ms", "floor cores", "worker cores", "worker / floor",
-                "floor's loop waited for a core")
+                "floor's loop waited for a core", "cores stolen")
 
 
 def floor_rows(http: dict, method: str = "get") -> list[tuple[str, ...]]:
@@ -111,7 +117,8 @@ def floor_rows(http: dict, method: str = "get") -> list[tuple[str, ...]]:
         row = vs.get(step["rate"], {})
         rows.append((_rate(step["rate"]), _num(step["p50_ms"]), _num(step["p99_ms"]),
                      _num(row.get("floor_cores"), 2), _num(row.get("worker_cores"), 2),
-                     f"{row['ratio']:.2f}×" if row.get("ratio") else "", _loop_wait(step)))
+                     f"{row['ratio']:.2f}×" if row.get("ratio") else "", _loop_wait(step),
+                     _stolen(step)))
     return rows
 
 
