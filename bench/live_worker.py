@@ -38,13 +38,17 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15
 
 
-def thread_cpu_wait_seconds(pid: int) -> float:
-    """Seconds the process's main thread (its event loop) was runnable but waited for a core, since it started.
+def thread_cpu_wait_seconds(pid: int) -> float | None:
+    """Seconds the process's main thread (its event loop) was runnable but waited for a core, since it
+    started; None on a kernel that does not keep scheduler statistics.
 
     The second field of /proc/<pid>/task/<pid>/schedstat: time on the scheduler's run
-    queue. A request that arrives meanwhile waits as long, whatever the code does.
+    queue. A request that arrives meanwhile waits too, for no work of its own.
     """
-    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except FileNotFoundError:
+        return None
 
 
 def machine_busy_seconds() -> float:
@@ -78,8 +82,12 @@ class CpuShare:
         machine = machine_busy_seconds() - self.machine
         return {"worker": round(process / wall, 2), "machine": round(machine / wall, 2),
                 "rest": round((machine - process) / wall, 2),
-                "loop_waited_for_cpu": round((thread_cpu_wait_seconds(self.pid) - self.loop_wait) / wall, 3),
+                "loop_waited_for_cpu": self._loop_waited(wall),
                 "stolen": round((machine_steal_seconds() - self.steal) / wall, 3)}
+
+    def _loop_waited(self, wall: float) -> float | None:
+        waited = thread_cpu_wait_seconds(self.pid)
+        return None if waited is None or self.loop_wait is None else round((waited - self.loop_wait) / wall, 3)
 
 
 class BareFaustWorker(Worker):

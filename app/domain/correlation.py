@@ -41,8 +41,9 @@ def new_correlation_id(service: str = "ING") -> str:
 
     The bits come from `random`, not `os.urandom` as `uuid.uuid4()`'s do: a
     correlation id only has to be unique, not secret, and this is made for every
-    request without one (0.8 µs against uuid4's 7 here). `random` reseeds
-    itself in a forked child, so processes do not share a sequence.
+    request without one (1.8 µs against uuid4's 7 here). Ids made this way are
+    predictable from earlier ones, so none may ever carry authority. `random`
+    reseeds itself in a forked child, so processes do not share a sequence.
     """
     digits = f"{random.getrandbits(128) & _UUID4_FIXED_CLEAR | _UUID4_FIXED_SET:032x}"
     return f"{service}:{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
@@ -69,7 +70,8 @@ class log_context:
     """Within the block, log lines carry this correlation id (and event id).
 
     A class rather than a generator-based context manager: every request enters one,
-    and this costs a third of what `contextlib.contextmanager` does.
+    and this costs a third of what `contextlib.contextmanager` does. Single use: enter
+    each instance once.
     """
 
     __slots__ = ("correlation", "event", "tokens")

@@ -73,8 +73,8 @@ record_lookups = Counter(
     ["source"],
 )
 # The labelled children a request touches, looked up once per label values: each
-# `labels()` call validates the values and takes the metric's lock (3-4 µs of every
-# request here). Only for metrics whose children are never removed, and whose label
+# `labels()` call validates the values and takes the metric's lock (3-4 µs a call here,
+# two calls a request). Only for metrics whose children are never removed, and whose label
 # values are bounded (the route's pattern, a known method, the status).
 http_requests_by = functools.cache(http_requests.labels)
 http_request_duration_by = functools.cache(http_request_duration.labels)

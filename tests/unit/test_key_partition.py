@@ -51,6 +51,7 @@ def test_a_worker_owns_exactly_the_keys_of_its_partitions(monkeypatch):
     monkeypatch.setattr(table_module.OwnedForGets, "partitions", None)
     default = DefaultPartitioner()
     keys = [str(uuid.uuid4()).encode() for _ in range(2_000)]
+
     def owned_here(key: bytes) -> bool:  # as a GET decides it
         return table_module.owns_partition(key_partition(key, partitions))
 

@@ -69,15 +69,20 @@ def test_cpu_share_counts_the_process_and_the_machine():
 
 
 def test_cpu_share_counts_the_loop_threads_wait_for_a_core():
-    """Two more busy processes than cores: each one, this one too, waits for a core much of the time."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() + 1)]
+    """This process and two busy ones on one core: each runs about a third of the time and waits the rest."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # the busy processes inherit it
+    spinners = []
     try:
+        spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        time.sleep(0.2)  # past their start-up
         share = CpuShare(os.getpid())
         deadline = time.monotonic() + 0.6
         while time.monotonic() < deadline:
             pass
-        assert share.cores()["loop_waited_for_cpu"] >= 0.2
+        assert share.cores()["loop_waited_for_cpu"] >= 0.3
     finally:
+        os.sched_setaffinity(0, allowed)
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
