@@ -65,7 +65,8 @@ def test_cpu_share_counts_the_process_and_the_machine():
     assert cores["machine"] >= cores["worker"] - 0.05  # the machine's count includes this process
     assert abs(cores["rest"] - (cores["machine"] - cores["worker"])) <= 0.011
     assert 0 <= cores["loop_waited_for_cpu"] <= 1
-    assert 0 <= cores["stolen"] <= cores["rest"] + 0.011  # the hypervisor's share is counted with the rest
+    # The hypervisor's share is counted in the machine's (to a clock tick: 0.01 s of 0.3 here).
+    assert 0 <= cores["stolen"] <= cores["machine"] + 0.05
 
 
 def test_cpu_share_counts_the_loop_threads_wait_for_a_core():
