@@ -51,19 +51,12 @@ def thread_cpu_wait_seconds(pid: int) -> float | None:
         return None
 
 
-def machine_busy_seconds() -> float:
-    """CPU time every core spent on anything but idle and I/O wait since boot, from /proc/stat."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = _machine_times()
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
-
-
-def machine_steal_seconds() -> float:
-    """CPU time the hypervisor gave other guests while this machine's cores wanted it, since boot."""
-    return _machine_times()[7] / CLOCK_TICKS
-
-
-def _machine_times() -> list[int]:
-    return list(map(int, Path("/proc/stat").read_text().splitlines()[0].split()[1:9]))
+def machine_busy_and_stolen_seconds() -> tuple[float, float]:
+    """CPU time every core spent on anything but idle and I/O wait since boot, and of that the time the
+    hypervisor gave other guests while this machine's cores wanted it (steal), from /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().splitlines()[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS, steal / CLOCK_TICKS
 
 
 class CpuShare:
@@ -73,17 +66,19 @@ class CpuShare:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.wall, self.process, self.machine = time.monotonic(), process_cpu_seconds(pid), machine_busy_seconds()
-        self.loop_wait, self.steal = thread_cpu_wait_seconds(pid), machine_steal_seconds()
+        self.wall, self.process = time.monotonic(), process_cpu_seconds(pid)
+        self.machine, self.steal = machine_busy_and_stolen_seconds()
+        self.loop_wait = thread_cpu_wait_seconds(pid)
 
     def cores(self) -> dict:
         wall = time.monotonic() - self.wall
         process = process_cpu_seconds(self.pid) - self.process
-        machine = machine_busy_seconds() - self.machine
+        busy, stolen = machine_busy_and_stolen_seconds()
+        machine = busy - self.machine
         return {"worker": round(process / wall, 2), "machine": round(machine / wall, 2),
                 "rest": round((machine - process) / wall, 2),
                 "loop_waited_for_cpu": self._loop_waited(wall),
-                "stolen": round((machine_steal_seconds() - self.steal) / wall, 3)}
+                "stolen": round((stolen - self.steal) / wall, 3)}
 
     def _loop_waited(self, wall: float) -> float | None:
         waited = thread_cpu_wait_seconds(self.pid)
