@@ -147,11 +147,16 @@ class JsonFormatter(MsgspecFormatter):
 
 
 def skip_unused_record_fields() -> None:
-    """Neither format prints a record's thread, process or multiprocessing name: do not look them up
-    for each record (the logging HOWTO's "Optimization")."""
+    """Neither format prints a record's thread, process or multiprocessing name, nor the file, line and
+    function that logged it: do not look them up for each record (the logging HOWTO's "Optimization").
+
+    Finding the caller walks the stack: about a fifth of an `Accepted command` line's cost, paid on
+    the event loop for every accepted POST (docs/performance.md, issue 21 part 7).
+    """
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    logging._srcfile = None  # the HOWTO's documented switch; there is no public one
 
 
 def resolve_format(log_format: str, stream=sys.stderr) -> str:

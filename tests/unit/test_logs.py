@@ -101,3 +101,19 @@ def test_records_skip_the_thread_and_process_lookups(monkeypatch):
     skip_unused_record_fields()
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     assert (record.thread, record.process, record.processName) == (None, None, None)
+
+
+def test_records_skip_finding_the_caller(monkeypatch):
+    monkeypatch.setattr(logging, "_srcfile", logging._srcfile)  # restored after the test
+    skip_unused_record_fields()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("test_records_skip_finding_the_caller")
+    logger.addHandler(handler)
+    try:
+        logger.warning("m")
+    finally:
+        logger.removeHandler(handler)
+    # A Python upgrade that drops the switch would make the logger walk the stack again: this fails then.
+    assert (records[0].funcName, records[0].lineno) == ("(unknown function)", 0)
