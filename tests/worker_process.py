@@ -13,6 +13,7 @@ from pathlib import Path
 from deploy.local.processes import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
+LEVELS_THAT_LOG_READY = ("DEBUG", "INFO")
 
 
 def free_port() -> int:
@@ -39,11 +40,13 @@ class Worker:
     def start(self) -> "Worker":
         self.log_file = open(self.log_path, "ab")
         self.log_start = self.log_file.tell()
-        self.process = subprocess.Popen(
-            self.command(), cwd=REPO,
-            env={**self.env, "WORKER_DATA_DIR": str(self.data_dir or self.log_path.parent / f"data-{self.port}")},
-            stdout=self.log_file, stderr=subprocess.STDOUT,
-        )
+        env = {**self.env, "WORKER_DATA_DIR": str(self.data_dir or self.log_path.parent / f"data-{self.port}")}
+        if env.get("LOG_LEVEL", "INFO").upper() not in LEVELS_THAT_LOG_READY:
+            # wait_ready reads Faust's INFO line: a LOG_LEVEL=WARNING in the caller's shell would hide it, and
+            # every start would time out after minutes with nothing in the log to say why.
+            env["LOG_LEVEL"] = "INFO"
+        self.process = subprocess.Popen(self.command(), cwd=REPO, env=env,
+                                        stdout=self.log_file, stderr=subprocess.STDOUT)
         return self
 
     def log(self) -> str:

@@ -42,3 +42,18 @@ async def test_a_start_that_logs_ready_is_ready(tmp_path):
         assert worker.log().startswith("an earlier run\n")
     finally:
         worker.kill()
+
+
+@pytest.mark.parametrize("inherited, started_with", [("WARNING", "INFO"), ("error", "INFO"), ("DEBUG", "DEBUG"),
+                                                      (None, None)])
+async def test_a_log_level_that_would_hide_the_ready_line_is_lowered_to_info(tmp_path, inherited, started_with):
+    env = {} if inherited is None else {"LOG_LEVEL": inherited}
+    worker = ScriptWorker(env, tmp_path / "worker-0.log",
+                          script="import os, time; print('[^Worker]: Ready', os.environ.get('LOG_LEVEL'), flush=True); "
+                                 "time.sleep(30)")
+    worker.start()
+    try:
+        await worker.wait_ready(timeout=20)
+        assert worker.log().split() == ["[^Worker]:", "Ready", str(started_with)]
+    finally:
+        worker.kill()
