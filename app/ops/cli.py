@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     workers.add_argument("--count", type=int, default=os.cpu_count() or 1, help="workers (default: one per core)")
     workers.add_argument("--base-port", type=int, default=6066, help="web port of the first worker (default 6066)")
     workers.add_argument("--host", default="127.0.0.1", help="web host and bind address (default 127.0.0.1)")
-    workers.add_argument("--log-level", default="info", help="faust worker -l (default info)")
+    workers.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                         help="lowest level the workers log; sets their LOG_LEVEL (default: LOG_LEVEL, else INFO)")
     return parser
 
 

@@ -35,7 +35,7 @@ class LaunchError(Exception):
 
 def worker_command(host: str, port: int, log_level: str) -> list[str]:
     return [sys.executable, "-m", "faust", "-A", "app.main", "worker",
-            "--web-host", host, "--web-bind", host, "--web-port", str(port), "-l", log_level]
+            "--web-host", host, "--web-bind", host, "--web-port", str(port), "-l", log_level.lower()]
 
 
 def check_ports_free(host: str, ports: list[int]) -> None:
@@ -56,7 +56,7 @@ def _relay(prefix: str, source: IO[bytes], sink: IO[bytes], lock: threading.Lock
 
 
 class Workers:
-    def __init__(self, count: int, base_port: int, host: str, log_level: str, settings: Settings) -> None:
+    def __init__(self, count: int, base_port: int, host: str, log_level: str | None, settings: Settings) -> None:
         if count < 1:
             raise LaunchError("--count must be at least 1")
         if count > 1 and "{conf.web_port}" not in settings.worker_data_dir:
@@ -66,16 +66,24 @@ class Workers:
             print(f"note: {count} workers for {settings.command_topic_partitions} partitions: "
                   f"{count - settings.command_topic_partitions} will have nothing to consume", file=sys.stderr)
         self.ports = [base_port + i for i in range(count)]
-        self.host, self.log_level, self.settings = host, log_level, settings
+        self.host, self.settings = host, settings
+        self.log_level = (log_level or settings.log_level).upper()
         self.processes: dict[int, subprocess.Popen] = {}
         self.stop_requests = 0
 
-    def start(self) -> None:
-        check_ports_free(self.host, self.ports)
+    def environment(self) -> dict[str, str]:
+        """This process's environment, with the log settings the workers need spelled out."""
         env = dict(os.environ)
         if self.settings.log_format == "auto":
             # The workers write to a pipe; keep the format this terminal would get.
             env["LOG_FORMAT"] = resolve_format("auto", sys.stdout)
+        # The worker's logging config takes its level from LOG_LEVEL; Faust's -l alone would be ignored.
+        env["LOG_LEVEL"] = self.log_level
+        return env
+
+    def start(self) -> None:
+        check_ports_free(self.host, self.ports)
+        env = self.environment()
         lock = threading.Lock()
         for port in self.ports:
             process = subprocess.Popen(worker_command(self.host, port, self.log_level), env=env,
@@ -133,7 +141,7 @@ class Workers:
         return 1 if failed is not None or any(codes.values()) else 0
 
 
-def run(count: int, base_port: int, host: str, log_level: str, settings: Settings) -> int:
+def run(count: int, base_port: int, host: str, log_level: str | None, settings: Settings) -> int:
     workers = Workers(count, base_port, host, log_level, settings)
     signal.signal(signal.SIGINT, workers.request_stop)
     signal.signal(signal.SIGTERM, workers.request_stop)
