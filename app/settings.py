@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # LOG_LEVEL's values, and `python -m app workers --log-level`'s
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -310,7 +313,7 @@ class Settings:
         "auto", _one_of("auto", "text", "json"),
         "text: [LEVEL] [corr_id=...] Service - Message; json: ECS JSON lines; auto: text on a terminal.")
     log_level: str = _setting(
-        "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
+        "INFO", _one_of(*LOG_LEVELS),
         "Lowest level logged.")
 
     @property

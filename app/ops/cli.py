@@ -7,7 +7,7 @@
     python -m app dead-letters list
     python -m app dead-letters republish PARTITION:OFFSET [...]
     python -m app audit [--repair] [--json] [--topic T] [--group G] [--database-url URL]
-    python -m app workers [--count N] [--base-port 6066] [--host 127.0.0.1]
+    python -m app workers [--count N] [--base-port 6066] [--host 127.0.0.1] [--log-level LEVEL]
 
 Exit codes: 0 done (audit: no gaps), 1 the audit found gaps, 2 usage or
 configuration error, 3 the audit could not read Kafka or PostgreSQL.
@@ -20,6 +20,8 @@ import asyncio
 import logging
 import os
 import sys
+
+from app.settings import LOG_LEVELS
 
 BULK_BATCH_SIZE, BULK_CONNECTIONS = 5000, 2  # app.ops.replay's defaults (not imported: --help stays light)
 
@@ -77,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     workers.add_argument("--count", type=int, default=os.cpu_count() or 1, help="workers (default: one per core)")
     workers.add_argument("--base-port", type=int, default=6066, help="web port of the first worker (default 6066)")
     workers.add_argument("--host", default="127.0.0.1", help="web host and bind address (default 127.0.0.1)")
-    workers.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    workers.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
                          help="lowest level the workers log; sets their LOG_LEVEL (default: LOG_LEVEL, else INFO)")
     return parser
 
